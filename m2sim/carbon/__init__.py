@@ -1,0 +1,1 @@
+"""Energy and carbon: operational (power x time x grid intensity) and embodied carbon."""

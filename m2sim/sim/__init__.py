@@ -1,0 +1,1 @@
+"""The SimPy executor: charges time for plans on modelled links and devices."""
