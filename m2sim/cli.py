@@ -8,6 +8,7 @@ with status 2; nothing is written for a configuration that fails validation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -18,11 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from m2sim.config import M2SimConfig, register_configs
-from m2sim.errors import M2SimError
+from m2sim.errors import ConfigError, M2SimError
 from m2sim.results import _atomic, _atomic_text
 from m2sim.sim.engine import simulate
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # also m2sim.compose.CONF_DIR
 
 TABLE_COLUMNS = ["policy", "tokens_per_s", "decode_tokens_per_s", "ttft_s", "tpot_s",
                  "hbm_hit", "dram_hit", "ssd_gb_per_token", "pcie_gb_per_token", "note"]
@@ -35,17 +36,58 @@ def _fail(err: Exception) -> None:
 
 def _to_config(dcfg: DictConfig) -> M2SimConfig:
     try:
-        return OmegaConf.to_object(dcfg)  # type: ignore[return-value]
+        return to_config(dcfg)
     except M2SimError as e:
         _fail(e)
-    except Exception as e:  # OmegaConf validation (missing value, bad type) -> one line
-        cause = e.__cause__ if isinstance(e.__cause__, M2SimError) else e
-        _fail(cause if isinstance(cause, M2SimError) else _one_line(e))
     raise AssertionError("unreachable")
 
 
-def _one_line(e: Exception) -> Exception:
-    return M2SimError(str(e).splitlines()[0] if str(e) else type(e).__name__)
+def to_config(dcfg: DictConfig) -> M2SimConfig:
+    """``OmegaConf.to_object`` that reports every user error as one ``M2SimError`` line."""
+    unknown = _unknown_keys(dcfg)
+    if unknown:
+        key, allowed = unknown[0]
+        raise ConfigError(key, f"unknown key (allowed: {', '.join(allowed)})")
+    try:
+        return OmegaConf.to_object(dcfg)  # type: ignore[return-value]
+    except M2SimError:
+        raise
+    except Exception as e:  # OmegaConf validation (missing value, bad type) -> one line
+        if isinstance(e.__cause__, M2SimError):
+            raise e.__cause__ from None
+        raise _one_line(e) from None
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys a structured node holds that its dataclass lacks (``+key=...`` adds them silently)."""
+    t = OmegaConf.get_type(node)
+    names = [f.name for f in dataclasses.fields(t)] if dataclasses.is_dataclass(t) else None
+    out = []
+    for k in node.keys():
+        key = f"{prefix}{k}"
+        if names is not None and k not in names:
+            out.append((key, names))
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            out += _unknown_keys(child, key + ".")
+    return out
+
+
+def _one_line(e: Exception) -> M2SimError:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    key = getattr(e, "full_key", None)
+    return ConfigError(key, msg) if key else M2SimError(msg)
+
+
+def check_compare(names: list[str]) -> None:
+    """Every name in ``compare`` must be a ``conf/policy`` preset."""
+    presets = sorted(p.stem for p in (Path(CONF_DIR) / "policy").glob("*.yaml"))
+    if not names:
+        raise ConfigError("compare", f"is empty (allowed: one or more of {', '.join(presets)})")
+    for name in names:
+        if name not in presets:
+            raise ConfigError("compare", f"unknown preset {name!r} "
+                                         f"(allowed: {', '.join(presets)})")
 
 
 def row_of(summary: dict) -> dict:
@@ -85,7 +127,7 @@ def compare(cfg: M2SimConfig, out: Path) -> list[dict]:
     for name in cfg.compare:
         dcfg = hydra.compose(config_name="config", overrides=[*task, f"policy={name}"])
         try:
-            one: M2SimConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
+            one = to_config(dcfg)
             summary = run_one(one, out / name, OmegaConf.to_yaml(dcfg))
             rows.append(row_of(summary))
         except M2SimError as e:
@@ -103,6 +145,7 @@ def _main(dcfg: DictConfig) -> None:
             print(format_table([row_of(summary)]))
             print(f"results: {out}")
             return
+        check_compare(cfg.compare)
         rows = compare(cfg, out)
     except M2SimError as e:
         _fail(e)

@@ -45,6 +45,7 @@ DEFAULT_COMPARE = ["m2cache", "zero_infinity", "accelerate_offload", "dense", "u
 @dataclass
 class SimConfig:
     overheads: OverheadConfig = field(default_factory=OverheadConfig)
+    overlap: bool = True  # False: every op waits for the previous one (no I/O-compute overlap)
     chrome_trace: bool = False  # also write timeline.json (Chrome/Perfetto trace events)
     progress: bool = True  # progress bar on runs of many tokens (stderr)
     parquet: bool = True  # write tables as parquet besides CSV
@@ -57,7 +58,7 @@ class M2SimConfig:
     model: ModelConfig = MISSING
     workload: WorkloadConfig = MISSING
     policy: Optional[PolicyConfig] = None  # None: run every preset in ``compare``
-    trace: TraceConfig = field(default_factory=SyntheticTraceConfig)
+    trace: TraceConfig = MISSING  # the `trace` group (conf: synthetic); a subclass of TraceConfig
     quant: QuantConfig = field(default_factory=QuantConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     sim: SimConfig = field(default_factory=SimConfig)
@@ -87,9 +88,15 @@ def check_policy_against_model(p: PolicyConfig, cfg: M2SimConfig) -> None:
     if isinstance(d, LayerLRUConfig):
         check_range("policy.dram_cache.capacity_layers", d.capacity_layers, 1, L, optional=True)
     h = p.hbm_cache
+    if isinstance(h, StaticHotConfig) and h.capacity_gib is None and not p.placement.dense_first:
+        raise ConfigError("policy.hbm_cache.capacity_gib",
+                          "is required unless policy.placement.dense_first=true (allowed: a "
+                          "size in GiB, or null to fill what dense weights placed first leave)")
     if isinstance(h, StaticHotConfig) and h.capacity_gib is not None:
         check_range("policy.hbm_cache.capacity_gib", h.capacity_gib, 0, cfg.gpu.memory_gib,
                     lo_open=True)
+    if isinstance(h, StreamingConfig):
+        check_range("policy.hbm_cache.prefetch_layers", h.prefetch_layers, 0, L - 1)
     check_range("policy.placement.prefetch_layers", p.placement.prefetch_layers, 0, L - 1)
     if cfg.workload.seed < 0:
         raise ConfigError("workload.seed", "must be >= 0")

@@ -26,11 +26,18 @@ class DoesNotFit(M2SimError):
     def __init__(self, what: str, tier: str, need_bytes: float, have_bytes: float):
         self.need_bytes = need_bytes
         self.have_bytes = have_bytes
-        short_gib = (need_bytes - have_bytes) / 2**30
         super().__init__(
-            f"{what} does not fit in {tier}: needs {need_bytes / 2**30:.2f} GiB, "
-            f"has {have_bytes / 2**30:.2f} GiB (short by {short_gib:.2f} GiB)"
+            f"{what} does not fit in {tier}: needs {format_bytes(need_bytes)}, has "
+            f"{format_bytes(have_bytes)} (short by {format_bytes(need_bytes - have_bytes)})"
         )
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it >= 1 (``23.25 GiB``, ``512 bytes``)."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def check_range(

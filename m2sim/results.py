@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
+from m2sim.sim.executor import LayerRecord
+from m2sim.sim.server import JobRecord
 from m2sim.types import Link
 
 SCHEMA_VERSION = 1
@@ -92,14 +94,13 @@ def _rate(num: float, den: float) -> Optional[float]:
 def summarize(run, hw, records, log, mem, requests, token_end_s) -> Results:
     """Build ``Results`` from an executed run (simulator or real backend)."""
     cfg, policy = run.cfg, run.policy
-    layers = pd.DataFrame.from_records([asdict(r) for r in records]) if records else pd.DataFrame()
+    layers = pd.DataFrame.from_records(records, columns=LayerRecord._fields)
     for col in ("hits", "loads", "want"):
         if col in layers:
             arr = np.array(layers.pop(col).tolist(), dtype=np.int64).reshape(-1, 3)
             for i, band in enumerate(("fp16", "int8", "int4")):
                 layers[f"{col}_{band}"] = arr[:, i]
-    transfers = pd.DataFrame.from_records([asdict(r) for r in log]) if log else pd.DataFrame(
-        columns=["server", "label", "layer", "token", "start_s", "end_s", "nbytes", "prefetch"])
+    transfers = pd.DataFrame.from_records(log, columns=JobRecord._fields)
     req = pd.DataFrame(requests, columns=["request", "start_s", "first_token_s", "end_s"])
     req["ttft_s"] = req.first_token_s - req.start_s
     req["e2e_s"] = req.end_s - req.start_s

@@ -9,8 +9,7 @@ GPU link, and on the management CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import simpy
 
@@ -18,8 +17,9 @@ from m2sim.plan import LayerPlan
 from m2sim.sim.hardware import Hardware
 
 
-@dataclass(frozen=True, slots=True)
-class LayerRecord:
+class LayerRecord(NamedTuple):
+    """One layer of one token (a row of the ``layers`` table)."""
+
     phase: str
     request: int
     token: int
@@ -43,9 +43,10 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 
 class Executor:
-    def __init__(self, env: simpy.Environment, hw: Hardware):
+    def __init__(self, env: simpy.Environment, hw: Hardware, *, overlap: bool = True):
         self.env = env
         self.hw = hw
+        self.overlap = overlap
         self.dram_ready: dict[int, simpy.Event] = {}
         self.attn_ready: dict[int, simpy.Event] = {}
         self.ffn_ready: dict[int, simpy.Event] = {}
@@ -99,12 +100,22 @@ class Executor:
         start = env.now
         gpu0 = hw.gpu.busy_s
         self._issue_background(plan, token)
+        if not self.overlap:  # serial: background work completes before anything else
+            pending = [e for e in (*self.dram_ready.values(), *self.attn_ready.values(),
+                                   *self.ffn_ready.values(), self.lm_ready)
+                       if e is not None and not e.processed]
+            if pending:
+                yield env.all_of(pending)
         if plan.ssd_demand is not None:
             self.dram_ready[plan.layer] = hw.transfer(plan.ssd_demand, token)
+            if not self.overlap:
+                yield self.dram_ready[plan.layer]
         if plan.predictor is not None:
             yield hw.compute(plan.predictor, token)
         marks: dict = {}
         ffn_path = env.process(self._ffn_inputs(plan, token, marks))
+        if not self.overlap:
+            yield ffn_path
         # attention weights: resident, prefetched earlier, or fetched now
         stall_ssd = stall_link = stall_cpu = 0.0
         attn = self.attn_ready.pop(plan.layer, None) if not plan.dense_resident else None
@@ -116,7 +127,9 @@ class Executor:
             yield attn
             stall_link += env.now - w0
         yield hw.compute(plan.attention, token)
-        cpu_ffn = hw.compute(plan.ffn_cpu, token) if plan.ffn_cpu is not None else None
+        cpu_ffn = None
+        if plan.ffn_cpu is not None and self.overlap:
+            cpu_ffn = hw.compute(plan.ffn_cpu, token)
         a = env.now
         if not ffn_path.processed:
             yield ffn_path
@@ -126,6 +139,8 @@ class Executor:
             stall_ssd = _overlap(a, b, marks["mgmt"], marks["dram"])
             stall_link += (b - a) - stall_cpu - stall_ssd
         yield hw.compute(plan.ffn, token)
+        if plan.ffn_cpu is not None and not self.overlap:
+            cpu_ffn = hw.compute(plan.ffn_cpu, token)
         if cpu_ffn is not None and not cpu_ffn.processed:
             w0 = env.now
             yield cpu_ffn

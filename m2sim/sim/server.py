@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import simpy
 
@@ -19,8 +19,9 @@ DEMAND = 0
 PREFETCH = 1
 
 
-@dataclass(frozen=True, slots=True)
-class JobRecord:
+class JobRecord(NamedTuple):
+    """One finished job (a row of the ``transfers`` table)."""
+
     server: str
     label: str
     layer: int

@@ -43,20 +43,29 @@ class SyntheticTraceConfig(TraceConfig):
         check_range("trace.cluster_neurons", self.cluster_neurons, 1, None)
 
 
-def _alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Walker/Vose alias table for sampling index i with probability p[i]."""
-    n = len(p)
-    scaled = p * n
-    prob = np.ones(n, dtype=np.float64)
-    alias = np.arange(n, dtype=np.int32)
-    small = [i for i in range(n) if scaled[i] < 1.0]
-    large = [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        prob[s], alias[s] = scaled[s], g
-        scaled[g] -= 1.0 - scaled[s]
-        (small if scaled[g] < 1.0 else large).append(g)
-    return prob, alias
+class _PopularitySampler:
+    """I.i.d. draws of index i with probability p[i]: inverse CDF through a guide table.
+
+    The guide maps each of ``4 n`` equal bins of [0, 1) to the first index whose cumulative
+    probability reaches the bin's start, so each draw needs a gather and a step or two.
+    """
+
+    def __init__(self, p: np.ndarray):
+        self.cdf = np.cumsum(p)
+        self.cdf[-1] = 1.0
+        bins = 4 * len(p)
+        self.bins = bins
+        self.guide = np.searchsorted(self.cdf, np.arange(bins) / bins, side="right").astype(
+            np.int64)
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        u = rng.random(n)
+        idx = self.guide[(u * self.bins).astype(np.int64)]
+        while True:
+            short = self.cdf[idx] <= u
+            if not short.any():
+                return idx.astype(np.int32)
+            idx += short
 
 
 class _LayerProcess:
@@ -73,7 +82,7 @@ class _LayerProcess:
         p = ranks ** -cfg.popularity_skew
         self.p = p / p.sum()
         self.log_p = np.log(self.p).astype(np.float32)
-        self.alias_prob, self.alias = _alias_table(self.p)
+        self.sampler = _PopularitySampler(self.p)
         keys = self.log_p + rng.gumbel(size=num_ids)  # Gumbel top-k = sampling without replacement
         self.members = np.argpartition(-keys, k - 1)[:k].astype(np.int32)
         self.is_active = np.zeros(num_ids, dtype=bool)
@@ -118,11 +127,7 @@ class _LayerProcess:
         return np.concatenate(parts)
 
     def _sample_by_popularity(self, n: int) -> np.ndarray:
-        """``n`` ids i.i.d. with probability ``p`` (Walker's alias method, O(1) per draw)."""
-        u = self.rng.random(n) * self.n
-        col = u.astype(np.int32)
-        keep = (u - col) < self.alias_prob[col]
-        return np.where(keep, col, self.alias[col])
+        return self.sampler.draw(self.rng, n)
 
     def observe(self) -> ActiveSet:
         """The predictor's scored view of the current true set."""

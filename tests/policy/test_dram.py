@@ -1,0 +1,65 @@
+"""DRAM layer caches and the SSD preloaders."""
+
+import numpy as np
+
+from m2sim.policy.layer_lru import LayerLRU
+from m2sim.policy.layer_window import LayerWindow
+from m2sim.policy.preload import LayerLookahead, LayerLookaheadConfig, OnDemandConfig, ahead
+from m2sim.policy.records import BandedSet
+
+E = np.empty(0, np.int32)
+WANT = BandedSet(ids=(np.arange(4, dtype=np.int32), E, E))
+
+
+def _window(L=8, fixed=3, window=3):
+    return LayerWindow(num_layers=L, fixed_layers=fixed, window_layers=window, layer_bytes=100,
+                       id_bytes=(1, 1, 1), num_ids=4)
+
+
+def test_ahead_wraps_to_the_next_token():
+    assert ahead(0, 6, 1, 8) == (0, 7)
+    assert ahead(0, 7, 1, 8) == (1, 0)
+    assert ahead(-1, 7, 2, 8) == (0, 1)
+
+
+def test_lookahead_never_fetches_a_fixed_area_layer():
+    dram = _window()
+    pre = LayerLookahead(LayerLookaheadConfig(depth=2), dram, num_layers=8, layer_read_bytes=100,
+                         id_bytes=(1, 1, 1))
+    fetched = []
+    for t in range(3):
+        for layer in range(8):
+            fetched += [(t, r.layer) for r in pre.prefetch(t, layer)]
+            assert pre.demand(t, layer, WANT) is None or t == 0
+    assert all(layer >= 3 for _, layer in fetched)
+    # every non-fixed layer is read once per token (the window holds 3 of the 5)
+    assert sorted(layer for t, layer in fetched if t == 1) == [3, 4, 5, 6, 7]
+
+
+def test_layer_window_evicts_in_fifo_order_and_keeps_the_fixed_area():
+    dram = _window(window=2)
+    assert dram.initial_layers() == [0, 1, 2]
+    assert dram.admit_layer(3, 0) == []
+    assert dram.admit_layer(4, 0) == []
+    assert dram.admit_layer(5, 0) == [3]
+    assert dram.contains_layer(0) and dram.contains_layer(5) and not dram.contains_layer(3)
+    assert dram.resident_bytes() == 5 * 100
+
+
+def test_plain_lru_over_cyclic_layers_thrashes():
+    dram = LayerLRU(num_layers=8, capacity_layers=6, layer_bytes=100)
+    pre = LayerLookahead(OnDemandConfig(), dram, num_layers=8, layer_read_bytes=100,
+                         id_bytes=(1, 1, 1))
+    misses = [pre.demand(t, layer, WANT) is not None for t in range(4) for layer in range(8)]
+    assert all(misses)  # each layer is evicted just before it is needed again
+
+
+def test_layer_window_with_the_same_dram_does_not_thrash():
+    dram = _window(L=8, fixed=4, window=2)  # the same 6 layers of DRAM
+    pre = LayerLookahead(LayerLookaheadConfig(depth=1), dram, num_layers=8,
+                         layer_read_bytes=100, id_bytes=(1, 1, 1))
+    reads = 0
+    for t in range(4):
+        for layer in range(8):
+            reads += len(pre.prefetch(t, layer)) + (pre.demand(t, layer, WANT) is not None)
+    assert reads == 4 * 4  # only the 4 non-fixed layers, once per token
