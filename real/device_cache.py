@@ -1,0 +1,222 @@
+"""The device (HBM) neuron cache: per layer, one slot pool per precision (paper §5.3).
+
+A pool is a preallocated (slots, record_bytes) uint8 tensor on the compute device, holding
+records byte-for-byte as the store lays them out. Pools stay *compact*: the resident neurons of
+(layer, precision) occupy slots [0, n), so ``active`` hands the FFN zero-copy ``Bundles`` views
+of ``pool[:n]`` with no gather. ``load`` appends at slot n; ``evict`` moves the last resident
+records into the freed slots. ``slot_of`` maps ids to slots for FFNs that use a subset.
+On CUDA, loads go through a pinned staging buffer on a separate copy stream, and ``active``
+makes the current stream wait for the layer's copies; on CPU everything is synchronous.
+Allocation happens in ``open()``; the pools must fit ``capacity_bytes`` (``BudgetExceeded``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from m2sim.specs import QuantConfig
+from m2sim.types import BANDS, Precision
+from real.bundle import Bundles, decode, record_bytes
+from real.meter import BudgetExceeded, TierMeter, TierStats
+
+Key = tuple[int, Precision]
+
+
+class DeviceNeuronCache:
+    """Slot pools for every (layer, precision) with ``slots > 0``; a context manager.
+
+    Args:
+        d_model, ffn_mats, quant: the record layout (``StoreManifest`` has them).
+        slots: per layer, slot counts per precision in ``BANDS`` order (FP16, INT8, INT4).
+        capacity_bytes: the device budget for all pools; None for no limit.
+        device: a torch device, "cpu" or "cuda[:i]".
+    """
+
+    def __init__(self, *, d_model: int, ffn_mats: int, quant: QuantConfig,
+                 slots: Sequence[tuple[int, int, int]], capacity_bytes: Optional[int],
+                 device: str | torch.device = "cpu"):
+        self.d_model, self.ffn_mats, self.quant = d_model, ffn_mats, quant
+        self.slots = {(layer, p): int(n) for layer, row in enumerate(slots)
+                      for p, n in zip(BANDS, row) if n > 0}
+        self.record_bytes = {p: record_bytes(d_model, ffn_mats, p, quant) for p in BANDS}
+        self.device = torch.device(device)
+        self.meter = TierMeter("device", capacity_bytes)
+        self._pools: dict[Key, Tensor] = {}
+        self._ids: dict[Key, np.ndarray] = {}  # slot -> id, first n valid
+        self._slot: dict[Key, dict[int, int]] = {}  # id -> slot
+        self._cuda: Optional[_CudaCopier] = None
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(n * self.record_bytes[k[1]] for k, n in self.slots.items())
+
+    def stats(self) -> TierStats:
+        return self.meter.stats()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def open(self) -> DeviceNeuronCache:
+        cap = self.meter.capacity_bytes
+        if cap is not None and self.allocated_bytes > cap:
+            raise BudgetExceeded(f"device: slot pools need {self.allocated_bytes} bytes, "
+                                 f"budget is {cap}")
+        for k, n in self.slots.items():
+            self._pools[k] = torch.empty((n, self.record_bytes[k[1]]), dtype=torch.uint8,
+                                         device=self.device)
+            self._ids[k] = np.full(n, -1, dtype=np.int64)
+            self._slot[k] = {}
+        if self.device.type == "cuda":
+            biggest = max((t.nbytes for t in self._pools.values()), default=0)
+            self._cuda = _CudaCopier(self.device, biggest)
+        return self
+
+    def close(self) -> None:
+        if self._cuda is not None:
+            self._cuda.close()
+            self._cuda = None
+        self.meter.release(self.meter.current_bytes)
+        self._pools.clear()
+        self._ids.clear()
+        self._slot.clear()
+
+    def __enter__(self) -> DeviceNeuronCache:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- queries ----------------------------------------------------------------------------
+    def num_resident(self, layer: int, precision: Precision) -> int:
+        return len(self._slot.get((layer, precision), {}))
+
+    def resident_ids(self, layer: int, precision: Precision) -> np.ndarray:
+        """Ids in slot order (slot s holds ``resident_ids(...)[s]``)."""
+        k = (layer, precision)
+        return self._ids[k][:len(self._slot[k])].copy() if k in self._ids else np.empty(0, int)
+
+    def lookup(self, layer: int, precision: Precision, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask of ``ids`` resident now; counts hits and misses."""
+        held = self._slot.get((layer, precision), {})
+        mask = np.array([i in held for i in np.asarray(ids).reshape(-1).tolist()], dtype=bool)
+        self.meter.looked_up(int(mask.sum()), int((~mask).sum()))
+        return mask
+
+    def slot_of(self, layer: int, precision: Precision, ids: np.ndarray) -> Tensor:
+        """Slot indices (on the device) of resident ``ids``; KeyError if one is not resident."""
+        held = self._slot[(layer, precision)]
+        slots = [held[i] for i in np.asarray(ids).reshape(-1).tolist()]
+        return torch.tensor(slots, dtype=torch.long, device=self.device)
+
+    def active(self, layer: int) -> dict[Precision, Bundles]:
+        """Per precision, the resident neurons of ``layer`` as ``Bundles`` (views of pools)."""
+        if self._cuda is not None:
+            self._cuda.wait_for(layer)
+        out = {}
+        for p in BANDS:
+            k = (layer, p)
+            if k in self._pools:
+                out[p] = decode(self._pools[k][:len(self._slot[k])], self.d_model,
+                                self.ffn_mats, p, self.quant)
+        return out
+
+    # ---- load / evict -----------------------------------------------------------------------
+    def load(self, layer: int, precision: Precision, ids: np.ndarray, records: Tensor) -> None:
+        """Copy records (len(ids), record_bytes) of non-resident ``ids`` into free slots."""
+        k = (layer, precision)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not len(ids):
+            return
+        if k not in self._pools:
+            raise BudgetExceeded(f"device: layer {layer} has no {precision.name} slots")
+        rb = self.record_bytes[precision]
+        if tuple(records.shape) != (len(ids), rb) or records.dtype != torch.uint8:
+            raise ValueError(f"expected ({len(ids)}, {rb}) uint8 records, got "
+                             f"{tuple(records.shape)} {records.dtype}")
+        held = self._slot[k]
+        if len(np.unique(ids)) != len(ids) or any(i in held for i in ids.tolist()):
+            raise ValueError(f"layer {layer} {precision.name}: ids repeated or already resident")
+        n, free = len(held), self.slots[k] - len(held)
+        if len(ids) > free:
+            raise BudgetExceeded(f"device: layer {layer} {precision.name} pool has {free} free "
+                                 f"slots, load needs {len(ids)} (evict first)")
+        self.meter.reserve(len(ids) * rb, f"load of layer {layer} {precision.name}")
+        dst = self._pools[k][n:n + len(ids)]
+        if self._cuda is not None:
+            self._cuda.copy(layer, dst, records)
+        else:
+            dst.copy_(records)
+        self._ids[k][n:n + len(ids)] = ids
+        held.update((int(i), n + j) for j, i in enumerate(ids.tolist()))
+        self.meter.moved(len(ids) * rb)
+
+    def evict(self, layer: int, precision: Precision, ids: np.ndarray) -> None:
+        """Free the slots of resident ``ids``, keeping the pool compact; KeyError if one is not."""
+        k = (layer, precision)
+        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if not len(ids):
+            return
+        held, slot_ids = self._slot[k], self._ids[k]
+        gone = np.array([held[i] for i in ids.tolist()], dtype=np.int64)  # KeyError if absent
+        n, keep = len(held), len(held) - len(ids)
+        holes = gone[gone < keep]  # freed slots inside the new [0, keep)
+        movers = np.setdiff1d(np.arange(keep, n), gone)  # survivors beyond it; same count
+        if len(holes):
+            pool = self._pools[k]
+            src, dst = (torch.from_numpy(x).to(self.device) for x in (movers, holes))
+            if self._cuda is not None:
+                self._cuda.move(layer, pool, src, dst)
+            else:
+                pool[dst] = pool[src]
+            slot_ids[holes] = slot_ids[movers]
+            held.update((int(slot_ids[s]), int(s)) for s in holes)
+        for i in ids.tolist():
+            del held[i]
+        slot_ids[keep:n] = -1
+        self.meter.release(len(ids) * self.record_bytes[precision])
+
+
+class _CudaCopier:
+    """A copy stream, a pinned staging buffer and per-layer "copies done" events."""
+
+    def __init__(self, device: torch.device, staging_bytes: int):
+        self.stream = torch.cuda.Stream(device)
+        self.staging = torch.empty(max(staging_bytes, 1), dtype=torch.uint8, pin_memory=True)
+        self.staging_free = torch.cuda.Event()
+        self.done: dict[int, torch.cuda.Event] = {}
+
+    def copy(self, layer: int, dst: Tensor, records: Tensor) -> None:
+        if records.device == dst.device:
+            src = records
+            src.record_stream(self.stream)  # keep its memory until the copy ran
+        else:  # host -> pinned staging (CPU memcpy) -> device (async DMA)
+            self.staging_free.synchronize()  # the previous DMA out of staging is done
+            src = self.staging[:records.numel()].view(records.shape)
+            src.copy_(records)
+        self.stream.wait_stream(torch.cuda.current_stream(dst.device))  # FFN reads done
+        with torch.cuda.stream(self.stream):
+            dst.copy_(src, non_blocking=True)
+        self.staging_free.record(self.stream)
+        self._mark(layer)
+
+    def move(self, layer: int, pool: Tensor, src: Tensor, dst: Tensor) -> None:
+        self.stream.wait_stream(torch.cuda.current_stream(pool.device))
+        src.record_stream(self.stream)
+        dst.record_stream(self.stream)
+        with torch.cuda.stream(self.stream):
+            pool[dst] = pool[src]
+        self._mark(layer)
+
+    def _mark(self, layer: int) -> None:
+        ev = self.done.setdefault(layer, torch.cuda.Event())
+        ev.record(self.stream)
+
+    def wait_for(self, layer: int) -> None:
+        if layer in self.done:
+            torch.cuda.current_stream().wait_event(self.done[layer])
+
+    def close(self) -> None:
+        self.stream.synchronize()
