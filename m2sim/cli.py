@@ -110,7 +110,7 @@ def format_table(rows: list[dict]) -> str:
         return "-" if x is None else str(x)
 
     return df.to_string(index=False, formatters={c: fmt for c in TABLE_COLUMNS[1:-1]},
-                        justify="left")
+                        na_rep="-", justify="left")
 
 
 def run_one(cfg: M2SimConfig, out: Path, yaml: str) -> dict:
@@ -132,6 +132,8 @@ def compare(cfg: M2SimConfig, out: Path) -> list[dict]:
             rows.append(row_of(summary))
         except M2SimError as e:
             rows.append({"policy": name, "note": f"cannot run: {e}"})
+    for row in rows:
+        row["note"] = row.get("note") or ""
     return rows
 
 

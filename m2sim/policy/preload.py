@@ -144,8 +144,8 @@ class NeuronLookahead:
 
     def prefetch(self, token: int, layer: int) -> list[LayerRead]:
         t, target = ahead(token, layer, self.cfg.depth, self.num_layers)
-        if target < self.fixed_layers:
-            return []
+        if t < 0 or target < self.fixed_layers:
+            return []  # prefill is dense: nothing to predict
         ids = self._predicted(t, target)
         miss = self.dram.missing(target, ids)
         if miss.empty:

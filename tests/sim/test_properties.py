@@ -112,9 +112,15 @@ def test_interleaved_runs_do_not_interact():
     assert simulate(_cfg(s)).summary == solo
 
 
+@pytest.mark.parametrize("dram_gib", [0.02, 0.0016])  # roomy; and most layers on SSD
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_preset_runs_on_a_tiny_model(policy):
-    s = {"policy": policy, "layers": 4, "d_ff": 256, "gpu_gib": 0.05, "dram_gib": 0.02,
+def test_every_preset_runs_on_a_tiny_model(policy, dram_gib):
+    s = {"policy": policy, "layers": 6, "d_ff": 256, "gpu_gib": 0.05, "dram_gib": dram_gib,
          "pcie_eff": 0.8, "ssd_gb_s": 3.0, "seed": 0}
     res = simulate(_cfg(s))
     assert res.summary["tokens_per_s"] > 0
+    ssd_bytes = res.summary["bytes_by_link"]["SSD_TO_DRAM"]
+    if policy in ("dense", "uniform_int4", "powerinfer"):  # never reads the SSD while serving
+        assert ssd_bytes == 0
+    elif dram_gib < 0.01:
+        assert ssd_bytes > 0
