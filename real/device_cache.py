@@ -111,6 +111,11 @@ class DeviceNeuronCache:
         slots = [held[i] for i in np.asarray(ids).reshape(-1).tolist()]
         return torch.tensor(slots, dtype=torch.long, device=self.device)
 
+    def synchronize(self) -> None:
+        """Block the host until every issued copy has finished (no-op on CPU)."""
+        if self._cuda is not None:
+            self._cuda.stream.synchronize()
+
     def active(self, layer: int) -> dict[Precision, Bundles]:
         """Per precision, the resident neurons of ``layer`` as ``Bundles`` (views of pools)."""
         if self._cuda is not None:
@@ -170,7 +175,7 @@ class DeviceNeuronCache:
             if self._cuda is not None:
                 self._cuda.move(layer, pool, src, dst)
             else:
-                pool[dst] = pool[src]
+                pool.index_copy_(0, dst, pool.index_select(0, src))
             slot_ids[holes] = slot_ids[movers]
             held.update((int(slot_ids[s]), int(s)) for s in holes)
         for i in ids.tolist():
@@ -207,7 +212,7 @@ class _CudaCopier:
         src.record_stream(self.stream)
         dst.record_stream(self.stream)
         with torch.cuda.stream(self.stream):
-            pool[dst] = pool[src]
+            pool.index_copy_(0, dst, pool.index_select(0, src))
         self._mark(layer)
 
     def _mark(self, layer: int) -> None:

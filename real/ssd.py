@@ -4,9 +4,12 @@ Reads use O_DIRECT into page-aligned anonymous mmap buffers: offsets and lengths
 to ``align_bytes`` (4096) and the wanted bytes are sliced out. Where O_DIRECT is unsupported
 (EINVAL at open or at the first read, e.g. some tmpfs), the file is read buffered and the range
 is dropped from the page cache afterwards (``posix_fadvise(DONTNEED)``), so the next read goes
-to the device again. Two read shapes: a whole layer file, and scattered records of one
-(layer, precision) whose aligned spans are coalesced when they touch. Background reads run on an
-I/O thread pool (``submit_*`` return futures); ``os.preadv`` releases the GIL.
+to the device again. Two read shapes: a whole layer file, read as
+``chunk_bytes`` pieces in parallel, and scattered records of one (layer, precision), whose
+aligned spans are coalesced when they touch and read in parallel. The parallel pieces run on
+``span_threads`` (queue depth > 1); background reads run on a second pool (``submit_*`` return
+futures); ``os.preadv`` releases the GIL. Buffers are numpy arrays, so the I/O path never wakes
+torch's intra-op thread pool.
 """
 
 from __future__ import annotations
@@ -47,24 +50,30 @@ class SSDReader:
     Args:
         store: an opened store.
         num_threads: I/O threads for ``submit_*``.
+        span_threads: threads reading the spans of one scattered read concurrently (1: none).
         direct: True requires O_DIRECT, False reads buffered + DONTNEED, None tries O_DIRECT.
         align_bytes: O_DIRECT alignment of offsets, lengths and buffers.
+        chunk_bytes: piece size of a parallel whole-file read.
     """
 
-    def __init__(self, store: Store, *, num_threads: int = 4, direct: Optional[bool] = None,
-                 align_bytes: int = 4096):
+    def __init__(self, store: Store, *, num_threads: int = 4, span_threads: int = 4,
+                 direct: Optional[bool] = None, align_bytes: int = 4096,
+                 chunk_bytes: int = 4 << 20):
         if align_bytes <= 0 or align_bytes % 512 or mmap.PAGESIZE % align_bytes:
             raise ValueError(f"align_bytes={align_bytes}: must be a multiple of 512 dividing "
                              f"the page size {mmap.PAGESIZE}")
         self.store = store
         self.num_threads = num_threads
+        self.span_threads = span_threads
         self.direct = direct
         self.align_bytes = align_bytes
+        self.chunk_bytes = _round_up(chunk_bytes, align_bytes)
         self.meter = TierMeter("ssd")
         self._fds: dict[Path, tuple[int, bool]] = {}  # path -> (fd, O_DIRECT in use)
         self._stale: list[int] = []  # descriptors replaced after an O_DIRECT fallback
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._span_pool: Optional[ThreadPoolExecutor] = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     def open(self) -> SSDReader:
@@ -78,12 +87,15 @@ class SSDReader:
             self._close_fds()
             raise
         self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="ssd-io")
+        if self.span_threads > 1:  # a separate pool: ssd-io tasks wait on it, never the reverse
+            self._span_pool = ThreadPoolExecutor(self.span_threads, thread_name_prefix="ssd-span")
         return self
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._span_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._span_pool = None
         self._close_fds()
 
     def __enter__(self) -> SSDReader:
@@ -102,8 +114,9 @@ class SSDReader:
     def read_layer(self, layer: int, precision: Precision) -> Tensor:
         """All records of a layer at ``precision``: (d_ff, record_bytes) uint8."""
         rb = self.store.record_bytes(precision)
-        buf = self._read(self.store.ffn_path(layer, precision), 0, self.store.layer_bytes(precision))
-        return buf.view(-1, rb)
+        buf = self._read(self.store.ffn_path(layer, precision), 0,
+                         self.store.layer_bytes(precision), parallel=True)
+        return torch.from_numpy(buf.reshape(-1, rb))
 
     def read_records(self, layer: int, precision: Precision, ids: np.ndarray) -> Tensor:
         """Records ``ids`` of a layer, in the order given: (len(ids), record_bytes) uint8."""
@@ -114,23 +127,24 @@ class SSDReader:
         uniq, inverse = np.unique(ids, return_inverse=True)
         runs = np.split(uniq, np.flatnonzero(np.diff(uniq) != 1) + 1) if len(uniq) else []
         path = self.store.ffn_path(layer, precision)
-        out = torch.empty((len(uniq), rb), dtype=torch.uint8)
+        spans = self._coalesce([(int(r[0]) * rb, int(r[-1] + 1) * rb) for r in runs])
+        bufs = self._map(lambda sp: self._read(path, sp[0], sp[1] - sp[0]), spans)
+        # numpy copies: single-threaded memcpy (torch would wake its OpenMP pool per copy)
+        out = np.empty((len(uniq), rb), dtype=np.uint8)
         row = 0
-        for span in self._coalesce([(int(r[0]) * rb, int(r[-1] + 1) * rb) for r in runs]):
-            start, stop, members = span
-            buf = self._read(path, start, stop - start)
+        for (start, _, members), buf in zip(spans, bufs):
             for lo, hi in members:  # runs inside this span: contiguous bytes
                 n = (hi - lo) // rb
-                out[row:row + n] = buf[lo - start:hi - start].view(n, rb)
+                out[row:row + n] = buf[lo - start:hi - start].reshape(n, rb)
                 row += n
-        if len(uniq) == len(ids) and np.array_equal(uniq, ids):
-            return out
-        return out[torch.from_numpy(inverse.reshape(-1))]
+        if not (len(uniq) == len(ids) and np.array_equal(uniq, ids)):
+            out = out[inverse.reshape(-1)]
+        return torch.from_numpy(out)
 
     def read_dense(self, layer: Optional[int]) -> dict[str, Tensor]:
         """The dense tensors of a layer (or the global ones), read from disk."""
         path = self.store.dense_path(layer)
-        return load_safetensors(self._read(path, 0, path.stat().st_size).numpy().tobytes())
+        return load_safetensors(self._read(path, 0, path.stat().st_size, parallel=True).tobytes())
 
     def submit_layer(self, layer: int, precision: Precision) -> Future[Tensor]:
         return self._submit(self.read_layer, layer, precision)
@@ -160,44 +174,65 @@ class SSDReader:
                 spans.append([lo, hi, [(lo, hi)]])
         return [(s[0], s[1], s[2]) for s in spans]
 
-    def _read(self, path: Path, offset: int, nbytes: int) -> Tensor:
-        """Bytes [offset, offset + nbytes) of ``path`` as a uint8 tensor (1-D)."""
+    def _map(self, fn: Callable[[Any], np.ndarray], spans: list) -> list[np.ndarray]:
+        """Read several spans at once on the span threads (queue depth > 1)."""
+        if self._span_pool is None or len(spans) < 2:
+            return [fn(sp) for sp in spans]
+        return list(self._span_pool.map(fn, spans))
+
+    def _read(self, path: Path, offset: int, nbytes: int, parallel: bool = False) -> np.ndarray:
+        """Bytes [offset, offset + nbytes) of ``path`` as a 1-D uint8 array.
+
+        ``parallel`` splits the read over the span threads; never set it on a span thread."""
         if self._pool is None:
             raise RuntimeError("SSDReader is not open (use `with SSDReader(store) as ssd:`)")
         fd, direct = self._fds[path]
         if direct:
             try:
-                return self._read_direct(path, fd, offset, nbytes)
+                return self._read_direct(path, fd, offset, nbytes, parallel)
             except OSError as err:
                 if err.errno != errno.EINVAL:
                     raise
                 fd = self._fall_back(path, fd)
-        return self._read_buffered(path, fd, offset, nbytes)
+        return self._read_buffered(path, fd, offset, nbytes, parallel)
 
-    def _read_direct(self, path: Path, fd: int, offset: int, nbytes: int) -> Tensor:
+    def _read_direct(self, path: Path, fd: int, offset: int, nbytes: int,
+                     parallel: bool) -> np.ndarray:
         a = self.align_bytes
         start, stop = _round_down(offset, a), _round_up(offset + nbytes, a)
         buf = mmap.mmap(-1, max(stop - start, a))  # anonymous mmap: page-aligned
         self.meter.reserve(len(buf))
         try:
-            calls = self._preadv_all(path, fd, memoryview(buf)[:stop - start], start,
-                                     need=offset + nbytes - start)
+            calls = self._fill(path, fd, memoryview(buf)[:stop - start], start,
+                               offset + nbytes - start, parallel)
         finally:
             self.meter.release(len(buf))
         self.meter.moved(nbytes, num_reads=calls, io_bytes=stop - start)  # whole blocks
         skip = offset - start
-        return torch.frombuffer(buf, dtype=torch.uint8)[skip:skip + nbytes]
+        return np.frombuffer(buf, dtype=np.uint8)[skip:skip + nbytes]
 
-    def _read_buffered(self, path: Path, fd: int, offset: int, nbytes: int) -> Tensor:
+    def _read_buffered(self, path: Path, fd: int, offset: int, nbytes: int,
+                       parallel: bool) -> np.ndarray:
         buf = bytearray(max(nbytes, 1))
         self.meter.reserve(len(buf))
         try:
-            calls = self._preadv_all(path, fd, memoryview(buf)[:nbytes], offset, need=nbytes)
+            calls = self._fill(path, fd, memoryview(buf)[:nbytes], offset, nbytes, parallel)
             os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
         finally:
             self.meter.release(len(buf))
         self.meter.moved(nbytes, num_reads=calls)
-        return torch.frombuffer(buf, dtype=torch.uint8)[:nbytes]
+        return np.frombuffer(buf, dtype=np.uint8)[:nbytes]
+
+    def _fill(self, path: Path, fd: int, view: memoryview, offset: int, need: int,
+              parallel: bool) -> int:
+        """``_preadv_all``, split into ``chunk_bytes`` pieces on the span threads if parallel."""
+        chunk = self.chunk_bytes
+        if not parallel or self._span_pool is None or need <= chunk:
+            return self._preadv_all(path, fd, view, offset, need)
+        futs = [self._span_pool.submit(self._preadv_all, path, fd, view[lo:lo + chunk],
+                                       offset + lo, min(lo + chunk, need) - lo)
+                for lo in range(0, need, chunk)]
+        return sum(f.result() for f in futs)
 
     @staticmethod
     def _preadv_all(path: Path, fd: int, view: memoryview, offset: int, need: int) -> int:

@@ -69,14 +69,18 @@ def o_direct_supported(directory) -> bool:
 
 # ---- SSD ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("direct", [None, False])
-def test_layer_reads_return_the_file_bytes(store, direct):
-    with SSDReader(store, direct=direct) as ssd:
+@pytest.mark.parametrize("chunk_bytes,span_threads", [(4 << 20, 4), (4096, 3), (4096, 1)])
+def test_layer_reads_return_the_file_bytes(store, direct, chunk_bytes, span_threads):
+    with SSDReader(store, direct=direct, chunk_bytes=chunk_bytes,
+                   span_threads=span_threads) as ssd:
         for layer in range(L):
             for p in BANDS:
                 assert torch.equal(ssd.read_layer(layer, p), file_records(store, layer, p))
         s = ssd.stats()
     assert s.bytes_moved == sum(store.layer_bytes(p) for p in BANDS) * L
     assert s.current_bytes == 0 and s.peak_bytes >= store.layer_bytes(FP16)
+    pieces = sum(-(-store.layer_bytes(p) // 4096) for p in BANDS) * L  # one read per chunk
+    assert s.num_reads == (L * 3 if chunk_bytes > 4096 or span_threads == 1 else pieces)
 
 
 def test_direct_io_is_used_where_supported(store):
@@ -175,7 +179,7 @@ def test_reader_must_be_open_and_closes_its_threads(store):
         pass
     with pytest.raises(RuntimeError, match="not open"):
         ssd.submit_layer(0, FP16)
-    assert not any(t.name.startswith("ssd-io") for t in threading.enumerate())
+    assert not any(t.name.startswith("ssd-") for t in threading.enumerate())
 
 
 def test_dense_reads_match_safetensors(store):
@@ -278,6 +282,7 @@ def device_cache(store: Store, slots, capacity=None, device="cpu") -> DeviceNeur
 
 def check_consistent(cache: DeviceNeuronCache, store: Store, layer: int, p: Precision) -> None:
     """id -> slot is a bijection onto [0, n) and every slot holds its id's record."""
+    cache.synchronize()
     ids = cache.resident_ids(layer, p)
     assert len(set(ids.tolist())) == len(ids) == cache.num_resident(layer, p)
     if len(ids):
@@ -338,11 +343,12 @@ cache_ops = st.lists(st.tuples(st.booleans(), st.sampled_from(BANDS),
                                st.sets(st.integers(0, 30), max_size=8)), max_size=30)
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @PROPS
 @given(ops=cache_ops, slots=st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 6)))
-def test_device_cache_load_evict_keep_the_slot_map_consistent(store, ops, slots):
+def test_device_cache_load_evict_keep_the_slot_map_consistent(store, device, ops, slots):
     layer = 1
-    with device_cache(store, [(0, 0, 0), slots]) as cache:
+    with device_cache(store, [(0, 0, 0), slots], device=device) as cache:
         budget = cache.allocated_bytes
         for is_load, p, idset in ops:
             resident = set(cache.resident_ids(layer, p).tolist())
@@ -365,9 +371,10 @@ def test_device_cache_load_evict_keep_the_slot_map_consistent(store, ops, slots)
 
 
 # ---- prefetch -----------------------------------------------------------------------------------
-def test_prefetch_fills_dram_in_the_background_then_loads_the_device(store):
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_prefetch_fills_dram_in_the_background_then_loads_the_device(store, device):
     dram = DRAMCache(None)
-    with SSDReader(store) as ssd, device_cache(store, [(2, 2, 2)] * L) as dev, \
+    with SSDReader(store) as ssd, device_cache(store, [(2, 2, 2)] * L, device=device) as dev, \
             Prefetcher(ssd, dram, dev) as pf:
         f1 = pf.prefetch_layer(1, BANDS)
         f0 = pf.prefetch_records(0, INT4, np.array([9, 2]))
