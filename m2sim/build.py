@@ -50,6 +50,7 @@ class Sizes:
     dram_layer: int  # one layer's FFN in DRAM: every stored precision
     stored: tuple[Precision, ...]  # precisions kept on SSD / in DRAM
     prefill_band: int  # band index prefill runs the dense FFN at
+    quantized_bands: tuple[bool, bool, bool]  # band is derived on the fly (not stored)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +74,7 @@ class Run:
 
 
 def _sizes(cfg: M2SimConfig, policy: PolicyConfig, spec: ModelSpec, g: int) -> Sizes:
-    stored = policy.bands.used
+    stored = policy.stored
     id_bytes = tuple(g * spec.neuron_bytes(p) for p in BANDS)
     d, r = cfg.model.d_model, policy.predictor_rank
     predictor = 2 * (d * r + r * cfg.model.d_ff) if policy.sparse else 0
@@ -88,6 +89,7 @@ def _sizes(cfg: M2SimConfig, policy: PolicyConfig, spec: ModelSpec, g: int) -> S
         dram_layer=sum(spec.ffn_layer_bytes(p) for p in stored),
         stored=stored,
         prefill_band=BANDS.index(stored[0]),
+        quantized_bands=tuple(p not in stored for p in BANDS),  # type: ignore[arg-type]
     )
 
 

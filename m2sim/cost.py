@@ -23,10 +23,11 @@ class OverheadConfig:
     gather_per_id_ns: float = 50.0  # packing one scattered neuron bundle into a staging buffer
     gather_efficiency_frac: float = 0.5  # memcpy bandwidth / DRAM peak
     cpu_efficiency_frac: float = 0.6  # DRAM bandwidth a CPU GEMV achieves / peak
+    quantize_ns_per_weight: float = 0.5  # one core quantizing FP16 -> INT8/INT4 while gathering
 
     def __post_init__(self) -> None:
         for f in ("kernel_launch_us", "cache_mgmt_per_layer_us", "cache_mgmt_per_id_ns",
-                  "gather_per_id_ns"):
+                  "gather_per_id_ns", "quantize_ns_per_weight"):
             check_nonneg(f"sim.overheads.{f}", getattr(self, f))
         check_range("sim.overheads.gather_efficiency_frac", self.gather_efficiency_frac, 0, 1,
                     lo_open=True)
@@ -46,15 +47,20 @@ def ssd_read_s(nbytes: float, num_requests: int, ssd: SSDConfig, bytes_per_s: fl
     return waves * ssd.read_latency_s + nbytes / bytes_per_s
 
 
-def gpu_compute_s(op: Compute, gpu: GPUConfig, ov: OverheadConfig) -> float:
-    """Roofline: max(bytes / bandwidth, FLOPs / throughput) plus kernel launches."""
+def gpu_roofline(op: Compute, gpu: GPUConfig, ov: OverheadConfig) -> tuple[float, bool]:
+    """(seconds, memory_bound): max(bytes / bandwidth, FLOPs / throughput) + kernel launches."""
     mem_s = (op.weight_bytes + op.other_bytes) / gpu.memory_bytes_per_s
     flops_s = op.other_flops / gpu.matmul_flops_per_s(BANDS[0])
     for p, w in zip(BANDS, op.weights):
         if w:
             flops_s += 2.0 * w * op.tokens / gpu.matmul_flops_per_s(p)
             flops_s += w * gpu.dequant_ops_per_weight(p) / gpu.alu_ops_per_s
-    return max(mem_s, flops_s) + op.num_kernels * ov.kernel_launch_us * 1e-6
+    return max(mem_s, flops_s) + op.num_kernels * ov.kernel_launch_us * 1e-6, mem_s >= flops_s
+
+
+def gpu_compute_s(op: Compute, gpu: GPUConfig, ov: OverheadConfig) -> float:
+    """Roofline time of a GPU op (see ``gpu_roofline``)."""
+    return gpu_roofline(op, gpu, ov)[0]
 
 
 def cpu_compute_s(op: Compute, host: HostConfig, ov: OverheadConfig) -> float:
@@ -66,11 +72,12 @@ def cpu_compute_s(op: Compute, host: HostConfig, ov: OverheadConfig) -> float:
 
 
 def mgmt_s(num_ids_changed: int, num_ids_gathered: int, gather_bytes: int, host: HostConfig,
-           ov: OverheadConfig) -> float:
-    """Cache bookkeeping plus gathering scattered neurons, on the single management core."""
+           ov: OverheadConfig, weights_quantized: int = 0) -> float:
+    """Cache bookkeeping, gathering scattered neurons and on-the-fly quantization, on the
+    single management core."""
     bookkeeping = ov.cache_mgmt_per_layer_us * 1e-6 + num_ids_changed * ov.cache_mgmt_per_id_ns * 1e-9
     gather = 0.0
     if num_ids_gathered:
         gather = (gather_bytes / (host.dram_bytes_per_s * ov.gather_efficiency_frac)
                   + num_ids_gathered * ov.gather_per_id_ns * 1e-9)
-    return bookkeeping + gather
+    return bookkeeping + gather + weights_quantized * ov.quantize_ns_per_weight * 1e-9

@@ -72,6 +72,7 @@ class CacheWork:
     ids_changed: int  # ids loaded + evicted
     ids_gathered: int  # scattered bundles packed for DMA
     gather_bytes: int
+    weights_quantized: int = 0  # weights quantized on the fly (band precision not stored)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -201,9 +201,11 @@ class Planner:
         predictor = None
         if run.policy.sparse:
             n_load = sum(upd.load_counts)
+            quantized = sum(c for c, q in zip(upd.load_counts, run.sizes.quantized_bands) if q)
             work = CacheWork(layer=layer, ids_changed=n_load + upd.evicted,
                              ids_gathered=n_load,
-                             gather_bytes=sum(t.nbytes for t in loads))
+                             gather_bytes=sum(t.nbytes for t in loads),
+                             weights_quantized=quantized * self.id_weights)
             predictor = Compute(device=Device.GPU, what="predictor", layer=layer,
                                 weights=(run.sizes.predictor_layer // 2, 0, 0),
                                 weight_bytes=run.sizes.predictor_layer,

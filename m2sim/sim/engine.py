@@ -39,9 +39,13 @@ class MemoryTracker:
     _ffn_total: int = 0
     peak_hbm: int = 0
     peak_dram: int = 0
+    dram_byte_s: float = 0.0  # integral of DRAM bytes in use over time (for DRAM power)
+    _dram_now: int = 0
+    _dram_since_s: float = 0.0
 
     def __post_init__(self) -> None:
         self._ffn_by_layer = [0] * self.run.num_layers
+        self._dram_now = self.dram_static + self.run.dram.resident_bytes()
         self.peak_hbm = self.hbm_static + self.run.hbm.resident_bytes()
 
     def after_layer(self, plan: LayerPlan) -> None:
@@ -59,11 +63,13 @@ class MemoryTracker:
                                  f"at token {plan.token} layer {plan.layer}")
         self.peak_hbm = max(self.peak_hbm, hbm)
 
-    def after_token(self) -> None:
+    def after_token(self, now_s: float) -> None:
         dram = self.dram_static + self.run.dram.resident_bytes()
         if dram > self.dram_capacity:
             raise InvariantError(f"DRAM use {dram} exceeds its capacity {self.dram_capacity}")
         self.peak_dram = max(self.peak_dram, dram)
+        self.dram_byte_s += self._dram_now * (now_s - self._dram_since_s)
+        self._dram_now, self._dram_since_s = dram, now_s
 
 
 def _memory_tracker(run: Run) -> MemoryTracker:
@@ -95,7 +101,7 @@ def _serve(env: simpy.Environment, run: Run, planner: Planner, ex: Executor,
             plan = planner.prefill(layer, w.prompt_tokens)
             yield from ex.run_layer(plan, r)
             mem.after_layer(plan)
-        mem.after_token()
+        mem.after_token(env.now)
         first = env.now
         for i in range(w.output_tokens - 1):
             context = w.prompt_tokens + i + 1
@@ -103,7 +109,7 @@ def _serve(env: simpy.Environment, run: Run, planner: Planner, ex: Executor,
                 plan = planner.decode(token, layer, context)
                 yield from ex.run_layer(plan, r)
                 mem.after_layer(plan)
-            mem.after_token()
+            mem.after_token(env.now)
             clock.token_end_s.append(env.now)
             token += 1
             bar.update(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import simpy
 
 from m2sim.config import M2SimConfig
-from m2sim.cost import cpu_compute_s, gpu_compute_s, mgmt_s, ssd_read_s, transfer_s
+from m2sim.cost import cpu_compute_s, gpu_roofline, mgmt_s, ssd_read_s, transfer_s
 from m2sim.plan import CacheWork, Compute, Transfer
 from m2sim.sim.server import DEMAND, PREFETCH, Server
 from m2sim.types import Device, Link
@@ -32,6 +32,8 @@ class Hardware:
         self.gpu = Server(env, "GPU", 1, log)
         self.mgmt = Server(env, "CPU_MGMT", 1, log)
         self.cpu = Server(env, "CPU", 1, log)
+        self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
+        self.gpu_compute_bound_s = 0.0
 
     def transfer_s(self, t: Transfer) -> float:
         if t.link is Link.SSD_TO_DRAM:
@@ -44,17 +46,21 @@ class Hardware:
                                          label=t.payload.value, layer=t.layer, token=token,
                                          nbytes=t.nbytes)
 
-    def compute_s(self, op: Compute) -> float:
-        if op.device is Device.GPU:
-            return gpu_compute_s(op, self.cfg.gpu, self.ov)
-        return cpu_compute_s(op, self.cfg.host, self.ov)
-
     def compute(self, op: Compute, token: int) -> simpy.Event:
-        server = self.gpu if op.device is Device.GPU else self.cpu
-        return server.submit(self.compute_s(op), label=op.what, layer=op.layer, token=token,
+        if op.device is Device.GPU:
+            dur, memory_bound = gpu_roofline(op, self.cfg.gpu, self.ov)
+            if memory_bound:
+                self.gpu_memory_bound_s += dur
+            else:
+                self.gpu_compute_bound_s += dur
+            server = self.gpu
+        else:
+            dur, server = cpu_compute_s(op, self.cfg.host, self.ov), self.cpu
+        return server.submit(dur, label=op.what, layer=op.layer, token=token,
                              nbytes=op.weight_bytes)
 
     def cache_work(self, w: CacheWork, token: int) -> simpy.Event:
-        dur = mgmt_s(w.ids_changed, w.ids_gathered, w.gather_bytes, self.cfg.host, self.ov)
+        dur = mgmt_s(w.ids_changed, w.ids_gathered, w.gather_bytes, self.cfg.host, self.ov,
+                     w.weights_quantized)
         return self.mgmt.submit(dur, label="cache_mgmt", layer=w.layer, token=token,
                                 nbytes=w.gather_bytes)
