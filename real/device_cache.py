@@ -129,8 +129,13 @@ class DeviceNeuronCache:
         return out
 
     # ---- load / evict -----------------------------------------------------------------------
-    def load(self, layer: int, precision: Precision, ids: np.ndarray, records: Tensor) -> None:
-        """Copy records (len(ids), record_bytes) of non-resident ``ids`` into free slots."""
+    def load(self, layer: int, precision: Precision, ids: np.ndarray, records: Tensor, *,
+             rows: Optional[np.ndarray] = None) -> None:
+        """Copy the records of non-resident ``ids`` into free slots.
+
+        ``records`` is (len(ids), record_bytes) uint8, or with ``rows`` a table (m, record_bytes)
+        whose rows ``rows[j]`` belong to ``ids[j]`` (a DRAM layer: the gather then writes
+        straight into the staging buffer, one host copy instead of two)."""
         k = (layer, precision)
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if not len(ids):
@@ -138,9 +143,12 @@ class DeviceNeuronCache:
         if k not in self._pools:
             raise BudgetExceeded(f"device: layer {layer} has no {precision.name} slots")
         rb = self.record_bytes[precision]
-        if tuple(records.shape) != (len(ids), rb) or records.dtype != torch.uint8:
-            raise ValueError(f"expected ({len(ids)}, {rb}) uint8 records, got "
-                             f"{tuple(records.shape)} {records.dtype}")
+        want = len(ids) if rows is None else records.shape[0]
+        if (records.dim() != 2 or tuple(records.shape) != (want, rb)
+                or records.dtype != torch.uint8 or (rows is not None and len(rows) != len(ids))):
+            raise ValueError(f"expected ({len(ids)}, {rb}) uint8 records (or a table and "
+                             f"{len(ids)} rows), got {tuple(records.shape)} {records.dtype}")
+        idx = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
         held = self._slot[k]
         if len(np.unique(ids)) != len(ids) or any(i in held for i in ids.tolist()):
             raise ValueError(f"layer {layer} {precision.name}: ids repeated or already resident")
@@ -151,9 +159,11 @@ class DeviceNeuronCache:
         self.meter.reserve(len(ids) * rb, f"load of layer {layer} {precision.name}")
         dst = self._pools[k][n:n + len(ids)]
         if self._cuda is not None:
-            self._cuda.copy(layer, dst, records)
-        else:
+            self._cuda.copy(layer, dst, records, idx)
+        elif idx is None:
             dst.copy_(records)
+        else:
+            torch.index_select(records, 0, idx, out=dst)
         self._ids[k][n:n + len(ids)] = ids
         held.update((int(i), n + j) for j, i in enumerate(ids.tolist()))
         self.meter.moved(len(ids) * rb)
@@ -193,17 +203,25 @@ class _CudaCopier:
         self.staging_free = torch.cuda.Event()
         self.done: dict[int, torch.cuda.Event] = {}
 
-    def copy(self, layer: int, dst: Tensor, records: Tensor) -> None:
-        if records.device == dst.device:
+    def copy(self, layer: int, dst: Tensor, records: Tensor, rows: Optional[Tensor]) -> None:
+        """records[rows] (or records) -> dst, on the copy stream."""
+        on_device = records.device == dst.device
+        if on_device:
             src = records
             src.record_stream(self.stream)  # keep its memory until the copy ran
-        else:  # host -> pinned staging (CPU memcpy) -> device (async DMA)
+        else:  # host -> pinned staging (one CPU copy, gathering rows) -> device (async DMA)
             self.staging_free.synchronize()  # the previous DMA out of staging is done
-            src = self.staging[:records.numel()].view(records.shape)
-            src.copy_(records)
+            src = self.staging[:dst.numel()].view(dst.shape)
+            if rows is None:
+                src.copy_(records)
+            else:
+                torch.index_select(records, 0, rows, out=src)
         self.stream.wait_stream(torch.cuda.current_stream(dst.device))  # FFN reads done
         with torch.cuda.stream(self.stream):
-            dst.copy_(src, non_blocking=True)
+            if on_device and rows is not None:
+                torch.index_select(src, 0, rows.to(dst.device), out=dst)
+            else:
+                dst.copy_(src, non_blocking=True)
         self.staging_free.record(self.stream)
         self._mark(layer)
 

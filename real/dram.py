@@ -105,12 +105,20 @@ class DRAMCache:
         """Records of ``ids`` (len(ids), record_bytes), gathered from a layer or from records.
 
         Raises KeyError if any id is missing; hits and misses are counted per id."""
+        table, rows = self.lookup_records(layer, precision, ids)
+        return table if rows is None else table[torch.from_numpy(rows)]
+
+    def lookup_records(self, layer: int, precision: Precision,
+                       ids: np.ndarray) -> tuple[Tensor, Optional[np.ndarray]]:
+        """Where the records of ``ids`` are: (whole layer, ids as rows) if the layer is held,
+        else (stacked records, None). Counts like ``get_records``; KeyError if one is missing.
+        Lets a caller gather straight into its own buffer (``DeviceNeuronCache.load``)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._lock:
             whole = self._layers.get((layer, precision))
             if whole is not None:
                 self.meter.looked_up(len(ids), 0)
-                return whole[torch.from_numpy(ids)]
+                return whole, ids
             held = self._records.get((layer, precision), {})
             lost = [i for i in ids.tolist() if i not in held]
             self.meter.looked_up(len(ids) - len(lost), len(lost))
@@ -118,8 +126,8 @@ class DRAMCache:
                 raise KeyError(f"layer {layer} {precision.name}: {len(lost)} of {len(ids)} ids "
                                f"not in DRAM (first {lost[:5]})")
             if not len(ids):
-                return torch.empty((0, 0), dtype=torch.uint8)
-            return torch.stack([held[i] for i in ids.tolist()])
+                return torch.empty((0, 0), dtype=torch.uint8), None
+            return torch.stack([held[i] for i in ids.tolist()]), None
 
     def evict_records(self, layer: int, precision: Precision, ids: np.ndarray) -> int:
         """Drop neuron records (ids not held are ignored); returns the bytes freed."""

@@ -92,7 +92,8 @@ class Prefetcher:
             raise RuntimeError("Prefetcher has no device cache")
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids):
-            self.device.load(layer, precision, ids, self.dram.get_records(layer, precision, ids))
+            table, rows = self.dram.lookup_records(layer, precision, ids)
+            self.device.load(layer, precision, ids, table, rows=rows)
 
     # ---- internals --------------------------------------------------------------------------
     def _when_all(self, key: tuple, reads: dict[Precision, Future[Tensor]],

@@ -127,6 +127,12 @@ def _as_dtype(buf: Tensor, start: int, stop: int, dtype: torch.dtype) -> Tensor:
     return (part if aligned else part.clone(memory_format=torch.contiguous_format)).view(dtype)
 
 
+def _bytes_of(t: Tensor, rows: int) -> Tensor:
+    """A (rows, ...) tensor's bytes as (rows, nbytes / rows) uint8, whatever its strides."""
+    flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)  # size-1 dims may carry
+    return flat.view(torch.uint8).view(rows, -1)  # odd strides that .contiguous() keeps
+
+
 def _check_buf(buf: Tensor, expect_bytes: int) -> None:
     if buf.dtype != torch.uint8 or buf.dim() != 2 or buf.shape[1] != expect_bytes:
         raise ValueError(f"expected a (rows, {expect_bytes}) uint8 tensor, got "
@@ -153,7 +159,7 @@ class Fp16Rows:
         return self.weight.to(dtype)
 
     def to_bytes(self) -> Tensor:
-        return self.weight.contiguous().view(torch.uint8)  # (rows, 2 * cols)
+        return _bytes_of(self.weight, self.weight.shape[0])  # (rows, 2 * cols)
 
     @staticmethod
     def from_bytes(buf: Tensor, cols: int, quant: QuantConfig) -> Fp16Rows:
@@ -182,8 +188,7 @@ class Int8Rows:
 
     def to_bytes(self) -> Tensor:
         rows = self.q.shape[0]
-        return torch.cat((self.q.view(torch.uint8),
-                          self.scales.reshape(rows, 1).contiguous().view(torch.uint8)), dim=1)
+        return torch.cat((self.q.view(torch.uint8), _bytes_of(self.scales, rows)), dim=1)
 
     @staticmethod
     def from_bytes(buf: Tensor, cols: int, quant: QuantConfig) -> Int8Rows:
@@ -216,7 +221,7 @@ class Int4Rows:
                                self.group_size, dtype)
 
     def to_bytes(self) -> Tensor:
-        return torch.cat((self.packed, self.scales.contiguous().view(torch.uint8)), dim=1)
+        return torch.cat((self.packed, _bytes_of(self.scales, self.packed.shape[0])), dim=1)
 
     @staticmethod
     def from_bytes(buf: Tensor, cols: int, quant: QuantConfig) -> Int4Rows:

@@ -138,6 +138,15 @@ def test_serialization_round_trip_is_exact(w, precision, group):
     assert torch.equal(back.dequantize(), rows.dequantize())
 
 
+@pytest.mark.parametrize("precision", BANDS)
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 2), (2, 1), (1, 64)])
+def test_single_row_and_column_blocks_serialize(precision, rows, cols):
+    quant = QuantConfig(int4_group_size=2)
+    buf = quantize_rows(torch.randn(rows, cols), precision, quant).to_bytes()
+    back = rows_from_bytes(buf, cols, precision, quant)  # views with odd size-1 strides
+    assert torch.equal(back.to_bytes(), buf)
+
+
 def test_row_layout_is_data_then_scale():
     w = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
     q8 = quantize_rows(w, Precision.INT8, QuantConfig())

@@ -313,6 +313,19 @@ def test_device_cache_active_neurons_compute_the_sparse_ffn(store, device):
         assert set(cache.active(1)) == {INT4}
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_device_cache_gathers_rows_from_a_layer_table(store, device):
+    table = file_records(store, 0, INT4)
+    with device_cache(store, [(0, 0, 5)], device=device) as cache:
+        cache.load(0, INT4, np.array([9, 2, 40]), table, rows=np.array([9, 2, 40]))
+        with pytest.raises(ValueError, match="rows"):
+            cache.load(0, INT4, np.array([1, 3]), table, rows=np.array([1]))
+        with pytest.raises(ValueError, match="uint8 records"):
+            cache.load(0, INT4, np.array([1, 3]), table)
+        check_consistent(cache, store, 0, INT4)
+        assert cache.resident_ids(0, INT4).tolist() == [9, 2, 40]
+
+
 def test_device_cache_pools_must_fit_the_budget(store):
     slots = [(4, 4, 4)] * L
     need = L * 4 * sum(store.record_bytes(p) for p in BANDS)
