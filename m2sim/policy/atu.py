@@ -28,6 +28,7 @@ class ATU:
         self.layout = layout
         self._code = np.zeros((layout.num_layers, layout.num_ids), dtype=np.int8)
         self._ids = [np.empty(0, np.int32)] * layout.num_layers
+        self._codes = [np.empty(0, np.int8)] * layout.num_layers
         self._bytes = [0] * layout.num_layers
 
     @staticmethod
@@ -41,15 +42,18 @@ class ATU:
             hit = code[ids] == c  # resident at this precision already
             hits.append(int(np.count_nonzero(hit)))
             loads.append(ids[~hit])
-        prev = self._ids[layer]
+        prev, prev_codes = self._ids[layer], self._codes[layer]
         code[prev] = 0
         for ids, c in zip(want.ids, _BAND_CODES):
             code[ids] = c
+        gone = code[prev] != prev_codes  # departed, or now resident at another precision
+        evict = tuple(prev[gone & (prev_codes == c)] for c in _BAND_CODES)
         self._ids[layer] = np.concatenate(want.ids)
+        self._codes[layer] = np.repeat(np.array(_BAND_CODES, np.int8), want.counts)
         nbytes = sum(len(ids) * b for ids, b in zip(want.ids, self.layout.id_bytes))
         self._bytes[layer] = nbytes
         return CacheUpdate(layer=layer, hits=tuple(hits), load=tuple(loads),
-                           evicted=len(prev) - sum(hits), resident_bytes=nbytes)
+                           evicted=len(prev) - sum(hits), evict=evict, resident_bytes=nbytes)
 
     def resident_bytes(self) -> int:
         return sum(self._bytes)

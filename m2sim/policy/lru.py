@@ -84,21 +84,29 @@ class LRU:
             loads.append(ids[~hit])
             last[b, ids] = token
         nbytes = self._bytes[layer] + sum(len(x) * int(s) for x, s in zip(loads, self._id_bytes))
-        evicted = 0
+        gone_band, gone_ids = [], []
         if self.max_age is not None:
             stale = (last >= 0) & (last <= token - self.max_age)
-            evicted += int(np.count_nonzero(stale))
-            nbytes -= int((np.count_nonzero(stale, axis=1) * self._id_bytes).sum())
+            b, i = np.nonzero(stale)
+            gone_band.append(b)
+            gone_ids.append(i)
+            nbytes -= int(self._id_bytes[b].sum())
             last[stale] = -1
         if nbytes > self.capacity[layer]:
-            n_ev, freed = self._evict_lru(last, token, nbytes - self.capacity[layer])
-            evicted += n_ev
-            nbytes -= freed
+            b, i = self._evict_lru(last, token, nbytes - self.capacity[layer])
+            gone_band.append(b)
+            gone_ids.append(i)
+            nbytes -= int(self._id_bytes[b].sum())
         self._bytes[layer] = nbytes
-        return CacheUpdate(layer=layer, hits=tuple(hits), load=tuple(loads), evicted=evicted,
-                           resident_bytes=nbytes)
+        band = np.concatenate(gone_band) if gone_band else np.empty(0, np.int64)
+        ids = np.concatenate(gone_ids) if gone_ids else np.empty(0, np.int64)
+        evict = tuple(ids[band == k].astype(np.int32) for k in range(3))
+        return CacheUpdate(layer=layer, hits=tuple(hits), load=tuple(loads),
+                           evicted=int(len(ids)), evict=evict, resident_bytes=nbytes)
 
-    def _evict_lru(self, last: np.ndarray, token: int, excess: int) -> tuple[int, int]:
+    def _evict_lru(self, last: np.ndarray, token: int,
+                   excess: int) -> tuple[np.ndarray, np.ndarray]:
+        """Evict least recently used entries freeing >= ``excess`` bytes; (bands, ids)."""
         band, ids = np.nonzero((last >= 0) & (last < token))
         if len(ids) == 0:
             raise RuntimeError("LRU unit over capacity with every entry in use "
@@ -110,7 +118,7 @@ class LRU:
         n = min(n, len(order))
         victims = order[:n]
         last[band[victims], ids[victims]] = -1
-        return n, int(freed[n - 1])
+        return band[victims], ids[victims]
 
     def resident_bytes(self) -> int:
         return sum(self._bytes)

@@ -34,13 +34,15 @@ class CacheUpdate:
     """What the HBM neuron cache does for one (token, layer).
 
     ``load`` ids are copied DRAM->HBM per band; if ``transient`` they go to a scratch buffer
-    and are dropped after the layer. ``offload`` ids are computed on the CPU instead.
+    and are dropped after the layer. ``evict`` ids leave the cache unit (applied before the
+    loads). ``offload`` ids are computed on the CPU instead.
     """
 
     layer: int
     hits: tuple[int, int, int]
     load: IdsByBand
     evicted: int
+    evict: Optional[IdsByBand] = None
     resident_bytes: int  # this layer's cache unit after the update
     transient: bool = False
     offload: Optional[IdsByBand] = None

@@ -79,5 +79,14 @@ def test_atu_never_evicts_a_neuron_of_the_new_set_and_bytes_are_conserved(tokens
         loaded = {(int(i), b) for b, ids in enumerate(u.load) for i in ids}
         assert loaded == new - resident  # exactly what was missing
         assert u.evicted == len(resident - new)  # exactly what departed
+        evicted = {(int(i), b) for b, ids in enumerate(u.evict) for i in ids}
+        assert evicted == resident - new and not evicted & new
         resident = new
         assert u.resident_bytes == sum(layout.id_bytes[b] for _, b in resident)
+
+
+def test_evict_names_the_departed_entries_by_band():
+    atu = ATU(ATUConfig(), _layout())
+    atu.update(0, 0, _set([1, 2], [3], [4, 5, 6]))
+    u = atu.update(1, 0, _set([1, 3], [7], [4, 5]))
+    assert [sorted(x.tolist()) for x in u.evict] == [[2], [3], [6]]

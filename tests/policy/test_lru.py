@@ -25,6 +25,7 @@ def test_lru_evicts_least_recently_used_first():
     lru.update(2, 0, _fp16(1))  # 1 is recent again; 2 is now the oldest
     u = lru.update(3, 0, _fp16(4))
     assert u.evicted == 1
+    assert [x.tolist() for x in u.evict] == [[2], [], []]
     assert lru.is_resident(0, 0, np.array([1, 3, 4])).all()
     assert not lru.is_resident(0, 0, np.array([2]))[0]
     assert u.resident_bytes == 30
@@ -50,4 +51,4 @@ def test_window_drops_entries_unused_for_w_tokens():
     u = lru.update(2, 0, _fp16(3))  # 1 was last used at token 0: age 2 -> dropped
     assert not lru.is_resident(0, 0, np.array([1]))[0]
     assert lru.is_resident(0, 0, np.array([2, 3])).all()
-    assert u.evicted == 1
+    assert u.evicted == 1 and u.evict[0].tolist() == [1]
