@@ -25,8 +25,9 @@ from m2sim.sim.engine import simulate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # also m2sim.compose.CONF_DIR
 
-TABLE_COLUMNS = ["policy", "tokens_per_s", "decode_tokens_per_s", "ttft_s", "tpot_s",
-                 "hbm_hit", "dram_hit", "ssd_gb_per_token", "pcie_gb_per_token", "note"]
+TABLE_COLUMNS = ["policy", "tokens_per_s", "g_co2_per_token", "decode_tokens_per_s", "ttft_s",
+                 "tpot_s", "hbm_hit", "dram_hit", "ssd_gb_per_token", "pcie_gb_per_token",
+                 "note"]
 
 
 def _fail(err: Exception) -> None:
@@ -95,6 +96,7 @@ def row_of(summary: dict) -> dict:
     b = summary["bytes_by_link"]
     h = summary["hit_rate_by_tier"]
     return {"policy": summary["policy"], "tokens_per_s": summary["tokens_per_s"],
+            "g_co2_per_token": summary.get("carbon_g_per_token"),
             "decode_tokens_per_s": summary["decode_tokens_per_s"], "ttft_s": summary["ttft_s"],
             "tpot_s": summary["tpot_s"], "hbm_hit": h["hbm"], "dram_hit": h["dram"],
             "ssd_gb_per_token": b["SSD_TO_DRAM"] / n / 1e9,
@@ -113,6 +115,19 @@ def format_table(rows: list[dict]) -> str:
                         na_rep="-", justify="left")
 
 
+def format_constants(summary: dict) -> str:
+    """The carbon model's constants, one line each (value, unit, source)."""
+    consts = summary.get("carbon_constants") or {}
+    lines = [f"carbon constants (carbon={summary.get('carbon_model')}):"]
+    for name, c in consts.items():
+        v = c["value"]
+        v = f"{v:.6g}" if isinstance(v, float) else str(v)
+        src = c.get("source", "")
+        src = src if len(src) <= 72 else src[:69] + "..."
+        lines.append(f"  {name} = {v} {c.get('unit', '')}  [{src}]")
+    return "\n".join(lines)
+
+
 def run_one(cfg: M2SimConfig, out: Path, yaml: str) -> dict:
     results = simulate(cfg)
     results.config_yaml = yaml
@@ -120,21 +135,26 @@ def run_one(cfg: M2SimConfig, out: Path, yaml: str) -> dict:
     return results.summary
 
 
-def compare(cfg: M2SimConfig, out: Path) -> list[dict]:
-    """Run every preset in ``cfg.compare`` with the user's other overrides."""
+def compare(cfg: M2SimConfig, out: Path) -> tuple[list[dict], dict | None]:
+    """Run every preset in ``cfg.compare`` with the user's other overrides.
+
+    Returns the table rows and the first summary (for the constants it used).
+    """
     task = [o for o in HydraConfig.get().overrides.task if not o.startswith("compare")]
     rows = []
+    first = None
     for name in cfg.compare:
         dcfg = hydra.compose(config_name="config", overrides=[*task, f"policy={name}"])
         try:
             one = to_config(dcfg)
             summary = run_one(one, out / name, OmegaConf.to_yaml(dcfg))
             rows.append(row_of(summary))
+            first = first or summary
         except M2SimError as e:
             rows.append({"policy": name, "note": f"cannot run: {e}"})
     for row in rows:
         row["note"] = row.get("note") or ""
-    return rows
+    return rows, first
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -145,16 +165,19 @@ def _main(dcfg: DictConfig) -> None:
         if cfg.policy is not None:
             summary = run_one(cfg, out, OmegaConf.to_yaml(dcfg))
             print(format_table([row_of(summary)]))
+            print(format_constants(summary))
             print(f"results: {out}")
             return
         check_compare(cfg.compare)
-        rows = compare(cfg, out)
+        rows, first = compare(cfg, out)
     except M2SimError as e:
         _fail(e)
     w = cfg.workload
     print(f"{cfg.model.name} on {cfg.gpu.name} + {cfg.host.name} ({cfg.host.ssd.name}), "
           f"prompt {w.prompt_tokens}, output {w.output_tokens}, batch 1")
     print(format_table(rows))
+    if first is not None:
+        print(format_constants(first))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     _atomic(out / "comparison.csv", lambda p: table.to_csv(p, index=False))
     _atomic_text(out / "comparison.md", format_table(rows) + "\n")

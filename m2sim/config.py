@@ -15,7 +15,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from m2sim.carbon.config import CarbonConfig
+from m2sim.carbon.config import CarbonConfig, register_carbon_configs
 from m2sim.cost import OverheadConfig
 from m2sim.errors import ConfigError, check_range
 from m2sim.hardware import GPUConfig, HostConfig, SSDConfig
@@ -126,7 +126,7 @@ def register_configs(cs: Optional[ConfigStore] = None) -> None:
                        ("base_neuron_lookahead", NeuronLookaheadConfig),
                        ("base_on_demand", OnDemandConfig)]:
         cs.store(group="policy/preload", name=name, node=node)
-    cs.store(group="carbon", name="base_carbon", node=CarbonConfig)
+    register_carbon_configs(cs)
 
 
 __all__ = ["M2SimConfig", "SimConfig", "register_configs", "TraceConfig"]

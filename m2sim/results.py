@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from m2sim.carbon.report import CarbonReport
 from m2sim.sim.executor import LayerRecord
 from m2sim.sim.server import JobRecord
 from m2sim.types import Link
@@ -91,7 +92,8 @@ def _rate(num: float, den: float) -> Optional[float]:
     return float(num / den) if den > 0 else None
 
 
-def summarize(run, hw, records, log, mem, requests, token_end_s) -> Results:
+def summarize(run, hw, records, log, mem, requests, token_end_s, *,
+              carbon: Optional[CarbonReport] = None) -> Results:
     """Build ``Results`` from an executed run (simulator or real backend)."""
     cfg, policy = run.cfg, run.policy
     layers = pd.DataFrame.from_records(records, columns=LayerRecord._fields)
@@ -162,6 +164,9 @@ def summarize(run, hw, records, log, mem, requests, token_end_s) -> Results:
                    **{link.name: hw.links[link].busy_s for link in Link}},
         "neurons_per_id": run.layout.neurons_per_id,
     }
+    if carbon is not None:
+        summary.update(carbon.to_summary())
+        summary["carbon_model"] = cfg.carbon.name
     return Results(summary=summary, layers=layers, transfers=transfers, requests=req)
 
 

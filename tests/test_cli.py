@@ -77,8 +77,13 @@ def _table_lines(stdout: str) -> list[str]:
     header = [i for i, line in enumerate(stdout.splitlines()) if line.split()[:2] ==
               ["policy", "tokens_per_s"]]
     assert len(header) == 1, stdout  # exactly one comparison table
-    lines = stdout.splitlines()[header[0] + 1:]
-    return [line for line in lines if line.strip() and not line.startswith("results:")]
+    rows = []
+    for line in stdout.splitlines()[header[0] + 1:]:
+        if line.startswith(("carbon constants", "results:")):
+            break  # the table ends where the constants it used are printed
+        if line.strip():
+            rows.append(line)
+    return rows
 
 
 def test_no_policy_compares_every_default_preset(tmp_path, load_cfg):

@@ -13,6 +13,8 @@ import simpy
 from tqdm import tqdm
 
 from m2sim.build import Run, build_run
+from m2sim.carbon.activity import Activity
+from m2sim.carbon.assess import assess
 from m2sim.config import M2SimConfig
 from m2sim.plan import LayerPlan
 from m2sim.planner import Planner
@@ -20,6 +22,7 @@ from m2sim.policy.config import PolicyConfig
 from m2sim.results import Results, summarize
 from m2sim.sim.executor import Executor
 from m2sim.sim.hardware import Hardware
+from m2sim.types import Link
 
 
 class InvariantError(RuntimeError):
@@ -136,4 +139,25 @@ def simulate(cfg: M2SimConfig, policy: PolicyConfig | None = None) -> Results:
               leave=False) as bar:
         env.process(_serve(env, run, planner, ex, mem, clock, bar))
         env.run()
-    return summarize(run, hw, ex.records, log, mem, clock.requests, clock.token_end_s)
+    total_s = max((r[3] for r in clock.requests), default=0.0)
+    report = assess(sim_activity(run, hw, mem, total_s), cfg.gpu, cfg.host, cfg.carbon)
+    return summarize(run, hw, ex.records, log, mem, clock.requests, clock.token_end_s,
+                     carbon=report)
+
+
+def sim_activity(run: Run, hw: Hardware, mem: MemoryTracker, runtime_s: float) -> Activity:
+    """What the simulated run did, in the terms of the power model."""
+    gpu_busy = hw.gpu_compute_bound_s + hw.gpu_memory_bound_s
+    ssd = hw.links[Link.SSD_TO_DRAM]
+    w = run.cfg.workload
+    return Activity(
+        runtime_s=runtime_s, start_hour=run.cfg.carbon.start_hour,
+        gpu_busy_compute_s=hw.gpu_compute_bound_s, gpu_busy_memory_s=hw.gpu_memory_bound_s,
+        gpu_wait_io_s=max(0.0, runtime_s - gpu_busy),  # the GPU only idles waiting for inputs
+        cpu_busy_core_s=hw.mgmt.busy_s + hw.cpu.busy_s * run.cfg.host.cpu_cores,
+        dram_resident_gb_s=mem.dram_byte_s / 1e9,
+        dram_bytes_moved=hw.bytes_moved(Link.SSD_TO_DRAM) + hw.bytes_moved(Link.DRAM_TO_HBM)
+        + hw.cpu_weight_bytes,
+        ssd_active_s=min(ssd.busy_s, runtime_s),
+        pcie_bytes_moved=hw.bytes_moved(Link.DRAM_TO_HBM),
+        num_tokens=w.output_tokens * w.num_requests)

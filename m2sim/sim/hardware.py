@@ -34,6 +34,11 @@ class Hardware:
         self.cpu = Server(env, "CPU", 1, log)
         self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
         self.gpu_compute_bound_s = 0.0
+        self.cpu_weight_bytes = 0  # weights the CPU read from DRAM (cold neurons)
+        self._link_bytes = {link: 0 for link in Link}
+
+    def bytes_moved(self, link: Link) -> int:
+        return self._link_bytes[link]
 
     def transfer_s(self, t: Transfer) -> float:
         if t.link is Link.SSD_TO_DRAM:
@@ -41,6 +46,7 @@ class Hardware:
         return transfer_s(t.nbytes, self.h2d_bytes_per_s, self.cfg.host.gpu_link_latency_s)
 
     def transfer(self, t: Transfer, token: int) -> simpy.Event:
+        self._link_bytes[t.link] += t.nbytes
         return self.links[t.link].submit(self.transfer_s(t),
                                          priority=PREFETCH if t.prefetch else DEMAND,
                                          label=t.payload.value, layer=t.layer, token=token,
@@ -56,6 +62,7 @@ class Hardware:
             server = self.gpu
         else:
             dur, server = cpu_compute_s(op, self.cfg.host, self.ov), self.cpu
+            self.cpu_weight_bytes += op.weight_bytes
         return server.submit(dur, label=op.what, layer=op.layer, token=token,
                              nbytes=op.weight_bytes)
 
