@@ -48,7 +48,9 @@ class Transfer:
     prefetch: bool
     num_requests: int = 1
     band: Optional[int] = None  # index into BANDS for FFN_NEURONS
-    ids: Optional[np.ndarray] = None  # the neuron ids carried (FFN_NEURONS)
+    ids: Optional[np.ndarray] = None  # the neuron ids carried (FFN_NEURONS, one band)
+    read_ids: Optional[tuple] = None  # SSD neuron-level reads: ids per band (IdsByBand)
+    evict_layers: tuple[int, ...] = ()  # SSD reads: DRAM layers dropped to make room first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

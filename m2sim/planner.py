@@ -53,7 +53,8 @@ class Planner:
         payload = Payload.FFN_LAYER if read.ids is None else Payload.FFN_NEURONS
         return Transfer(link=Link.SSD_TO_DRAM, payload=payload, layer=read.layer,
                         nbytes=read.nbytes, prefetch=read.prefetch,
-                        num_requests=read.num_requests)
+                        num_requests=read.num_requests, read_ids=read.ids,
+                        evict_layers=read.evict_layers)
 
     def _ffn_transfers(self, upd: CacheUpdate, prefetch: bool) -> tuple[Transfer, ...]:
         out = []

@@ -33,8 +33,8 @@ class AllInDram:
     def admit_layer(self, layer: int, token: int) -> list[int]:
         return []
 
-    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> None:
-        pass
+    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> list[int]:
+        return []
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
         pass

@@ -51,7 +51,9 @@ class DramCache(Protocol):
         """Make room for and record a whole layer; returns the layers evicted."""
         ...
 
-    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> None: ...
+    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> list[int]:
+        """Record neuron ids of a layer; returns the layers evicted to make room."""
+        ...
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
         """Record that ``layer`` was used by ``token`` with active ids ``want``."""

@@ -52,7 +52,7 @@ class LayerLRU:
         self._lru[layer] = None
         return evicted
 
-    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> None:
+    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> list[int]:
         raise NotImplementedError("LayerLRU caches whole layers only")
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:

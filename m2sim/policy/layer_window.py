@@ -74,16 +74,17 @@ class LayerWindow:
         self._fifo[layer] = None
         return evicted
 
-    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> None:
+    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> list[int]:
         if self.contains_layer(layer):
-            return
-        self._make_room(layer)
+            return []
+        evicted = self._make_room(layer)
         mask = self._fifo.get(layer)
         if mask is None:
             mask = np.zeros((3, self.num_ids), dtype=bool)
             self._fifo[layer] = mask
         for b, x in enumerate(ids):
             mask[b, x] = True
+        return evicted
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
         pass  # FIFO: recency does not matter

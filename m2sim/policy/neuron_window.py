@@ -43,8 +43,8 @@ class NeuronWindow:
     def admit_layer(self, layer: int, token: int) -> list[int]:
         raise NotImplementedError("NeuronWindow holds neurons, not whole layers")
 
-    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> None:
-        pass  # recorded by ``touch``, which sees the whole active set
+    def admit_ids(self, layer: int, ids: IdsByBand, token: int) -> list[int]:
+        return []  # recorded by ``touch``, which sees the whole active set
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
         self._lru.update(token, layer, BandedSet(ids=want))

@@ -70,18 +70,20 @@ def ahead(token: int, layer: int, steps: int, num_layers: int) -> tuple[int, int
     return divmod(pos, num_layers)
 
 
-def _whole_layer_read(layer: int, nbytes: int, prefetch: bool) -> LayerRead:
+def _whole_layer_read(layer: int, nbytes: int, prefetch: bool,
+                      evict_layers: list[int]) -> LayerRead:
     requests = max(1, -(-nbytes // SEQUENTIAL_REQUEST_BYTES))
-    return LayerRead(layer=layer, nbytes=nbytes, num_requests=requests, prefetch=prefetch)
+    return LayerRead(layer=layer, nbytes=nbytes, num_requests=requests, prefetch=prefetch,
+                     evict_layers=tuple(evict_layers))
 
 
 def _neuron_read(layer: int, ids: IdsByBand, id_bytes: tuple[int, int, int],
-                 prefetch: bool) -> Optional[LayerRead]:
+                 prefetch: bool, evict_layers: list[int]) -> Optional[LayerRead]:
     n = int(sum(len(x) for x in ids))
     if n == 0:
         return None
     return LayerRead(layer=layer, nbytes=ids_bytes(ids, id_bytes), num_requests=n,
-                     prefetch=prefetch, ids=ids)
+                     prefetch=prefetch, ids=ids, evict_layers=tuple(evict_layers))
 
 
 class LayerLookahead:
@@ -98,19 +100,19 @@ class LayerLookahead:
         for step in range(1, self.depth + 1):
             t, target = ahead(token, layer, step, self.num_layers)
             if not self.dram.contains_layer(target):
-                self.dram.admit_layer(target, t)
-                reads.append(_whole_layer_read(target, self.layer_read_bytes, prefetch=True))
+                evicted = self.dram.admit_layer(target, t)
+                reads.append(_whole_layer_read(target, self.layer_read_bytes, True, evicted))
         return reads
 
     def demand(self, token: int, layer: int, want: BandedSet) -> Optional[LayerRead]:
         miss = self.dram.missing(layer, want.ids)
         read = None
         if miss.whole_layer:
-            self.dram.admit_layer(layer, token)
-            read = _whole_layer_read(layer, self.layer_read_bytes, prefetch=False)
+            evicted = self.dram.admit_layer(layer, token)
+            read = _whole_layer_read(layer, self.layer_read_bytes, False, evicted)
         elif not miss.empty:
-            self.dram.admit_ids(layer, miss.ids, token)
-            read = _neuron_read(layer, miss.ids, self.id_bytes, prefetch=False)
+            evicted = self.dram.admit_ids(layer, miss.ids, token)
+            read = _neuron_read(layer, miss.ids, self.id_bytes, False, evicted)
         self.dram.touch(layer, want.ids, token)
         return read
 
@@ -150,13 +152,13 @@ class NeuronLookahead:
         miss = self.dram.missing(target, ids)
         if miss.empty:
             return []
-        self.dram.admit_ids(target, miss.ids, t)
-        read = _neuron_read(target, miss.ids, self.id_bytes, prefetch=True)
+        evicted = self.dram.admit_ids(target, miss.ids, t)
+        read = _neuron_read(target, miss.ids, self.id_bytes, True, evicted)
         return [read] if read is not None else []
 
     def demand(self, token: int, layer: int, want: BandedSet) -> Optional[LayerRead]:
         miss = self.dram.missing(layer, want.ids)
         if miss.empty:
             return None
-        self.dram.admit_ids(layer, miss.ids, token)
-        return _neuron_read(layer, miss.ids, self.id_bytes, prefetch=False)
+        evicted = self.dram.admit_ids(layer, miss.ids, token)
+        return _neuron_read(layer, miss.ids, self.id_bytes, False, evicted)

@@ -61,3 +61,4 @@ class LayerRead:
     num_requests: int
     prefetch: bool
     ids: Optional[IdsByBand] = None  # neuron-level reads only
+    evict_layers: tuple[int, ...] = ()  # layers the DRAM cache dropped to make room
