@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import result_files, run_cli
+
+from tests.conftest import result_files, run_cli
 
 TINY = ("policy=m2cache", "model=tiny", "workload=tiny")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import result_files, run_cli
+
+from tests.conftest import result_files, run_cli
 
 SUMMARY_KEYS = {"policy", "model", "gpu", "host", "tokens_per_s", "decode_tokens_per_s", "ttft_s",
                 "tpot_s", "bytes_by_link", "hit_rate_by_tier", "peak_bytes_by_tier"}

@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, TINY
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
@@ -35,6 +34,7 @@ from m2sim.specs import FFNKind, ModelConfig
 from m2sim.trace import ReplayTraceConfig, SyntheticTrace, SyntheticTraceConfig, write_trace
 from m2sim.types import Precision
 from m2sim.workload import WorkloadConfig
+from tests.conftest import CONF_DIR, TINY
 
 # Options whose type is the point of choosing them (a config subclass per option).
 SUBCLASS_OF_OPTION = {
@@ -47,7 +47,10 @@ SUBCLASS_OF_OPTION = {
                        "neuron_lookahead": NeuronLookaheadConfig, "on_demand": OnDemandConfig},
     "trace": {"synthetic": SyntheticTraceConfig, "replay": ReplayTraceConfig},
 }
-GROUPS = sorted({str(p.parent.relative_to(CONF_DIR)) for p in CONF_DIR.rglob("*.yaml")} - {"."})
+# experiment/ holds global sweep configs (+experiment=NAME, tested in tests/experiments) and
+# hydra/ launcher options; every other folder is a config group of M2SimConfig.
+GROUPS = sorted(g for g in {str(p.parent.relative_to(CONF_DIR)) for p in CONF_DIR.rglob("*.yaml")}
+                if g != "." and g.split("/")[0] not in ("experiment", "hydra"))
 ROOT_DEFAULTS = {next(iter(d)) for d in OmegaConf.load(CONF_DIR / "config.yaml").defaults
                  if isinstance(d, DictConfig)}
 

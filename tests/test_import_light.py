@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+from tests.conftest import REPO
 
 WATCH = textwrap.dedent("""
     import json, sys
