@@ -93,10 +93,16 @@ def _sizes(cfg: M2SimConfig, policy: PolicyConfig, spec: ModelSpec, g: int) -> S
     )
 
 
-def build_run(cfg: M2SimConfig, policy: PolicyConfig) -> Run:
+def build_run(cfg: M2SimConfig, policy: PolicyConfig,
+              source: Optional[ActivationSource] = None) -> Run:
+    """Sizes, memory plan and fresh policies; ``source`` overrides ``cfg.trace`` (the real
+    backend passes its live predictor here)."""
     spec = ModelSpec.of(cfg.model, cfg.quant)
     seed = cfg.workload.seed
-    source = build_source(cfg.trace, cfg.model, seed) if policy.sparse else None
+    if not policy.sparse:
+        source = None
+    elif source is None:
+        source = build_source(cfg.trace, cfg.model, seed)
     g = getattr(source, "neurons_per_id", 1) if source is not None else 1
     num_ids = cfg.model.d_ff // g
     predictor = TracePredictor(source, sparse=True) if source is not None else None

@@ -3,7 +3,9 @@
 ``m2sim policy=P ...`` simulates one policy and writes its results to the run directory;
 ``m2sim`` with no policy compares every preset in ``compare`` on the same scenario and prints one
 table (a preset that cannot run there says why in its row). User errors print one line and exit
-with status 2; nothing is written for a configuration that fails validation.
+with status 2; nothing is written for a configuration that fails validation. In a multirun
+(``m2sim -m ...``, ``m2sim +experiment=NAME``) each job goes through ``m2sim.sweep.run_job``: a
+finished job is skipped, a failing one is recorded in its ``failed.json`` and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from m2sim.config import M2SimConfig, register_configs
 from m2sim.errors import ConfigError, M2SimError
 from m2sim.results import _atomic, _atomic_text
 from m2sim.sim.engine import simulate
+from m2sim.sweep.job import UserExit, is_multirun, run_job
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # also m2sim.compose.CONF_DIR
 
@@ -32,7 +35,7 @@ TABLE_COLUMNS = ["policy", "tokens_per_s", "g_co2_per_token", "decode_tokens_per
 
 def _fail(err: Exception) -> None:
     print(f"m2sim: error: {err}", file=sys.stderr)
-    sys.exit(2)
+    raise UserExit(str(err))  # exit status 2; a sweep job records the line instead
 
 
 def _to_config(dcfg: DictConfig) -> M2SimConfig:
@@ -158,6 +161,13 @@ def compare(cfg: M2SimConfig, out: Path) -> tuple[list[dict], dict | None]:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _app(dcfg: DictConfig) -> None:
+    if is_multirun():  # resume: skip finished jobs, record failed ones (m2sim/sweep/job.py)
+        run_job(dcfg, _main, _unknown_keys)
+    else:
+        _main(dcfg)
+
+
 def _main(dcfg: DictConfig) -> None:
     cfg = _to_config(dcfg)
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -186,7 +196,7 @@ def _main(dcfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
-    _main()
+    _app()
 
 
 if __name__ == "__main__":

@@ -98,6 +98,7 @@ class LayerPlan:
     lm_head: Optional[Compute] = None
     update: Optional[CacheUpdate] = None
     want: tuple[int, int, int] = (0, 0, 0)  # active ids per band
+    want_ids: Optional[tuple] = None  # the active ids per band (IdsByBand), decode only
     dram_miss_ids: int = 0  # active ids whose data had to be read from SSD on demand
     dense_resident: bool = True  # attention weights already in HBM
     dense_via_ssd: bool = False  # streamed attention lives with its layer on SSD

@@ -138,6 +138,12 @@ class Planner:
             pre.extend(self._ffn_transfers(upd2, prefetch=True))
         return upd, prefetched, tuple(pre)
 
+    def _check_in_dram(self, layer: int, want: BandedSet) -> None:
+        """The data this layer loads must still be in DRAM after the reads ahead were admitted."""
+        if self.run.dram.holds_layers and not self.run.dram.missing(layer, want.ids).empty:
+            raise RuntimeError(f"planner invariant: layer {layer} left DRAM while in use "
+                               f"(DRAM window smaller than the preload depth + 1?)")
+
     # ---- plans -------------------------------------------------------------------------
     def prefill(self, layer: int, prompt_tokens: int) -> LayerPlan:
         run = self.run
@@ -147,8 +153,9 @@ class Planner:
         if self.resident_ffn:
             pass  # every FFN weight is already in HBM
         elif run.dram.holds_layers:
+            demand = run.preload.demand(-1, layer, want)  # admit this layer before reading ahead
             ssd_pre = tuple(self._ssd(r) for r in run.preload.prefetch(-1, layer))
-            demand = run.preload.demand(-1, layer, want)
+            self._check_in_dram(layer, want)
         else:  # neuron-level DRAM: the dense prefill streams each layer through uncached
             demand = LayerRead(layer=layer, nbytes=run.sizes.dram_layer,
                                num_requests=-(-run.sizes.dram_layer // SEQUENTIAL_REQUEST_BYTES),
@@ -193,8 +200,9 @@ class Planner:
         ssd_pre: tuple[Transfer, ...] = ()
         demand = None
         if not self.resident_ffn:
+            demand = run.preload.demand(token, layer, want)  # admit this layer before reading ahead
             ssd_pre = tuple(self._ssd(r) for r in run.preload.prefetch(token, layer))
-            demand = run.preload.demand(token, layer, want)
+            self._check_in_dram(layer, want)
         dense_pre, dense_dem = self._dense(token, layer)
         upd, prefetched, ffn_pre = self._ffn_stream(token, layer, want, self.decode_ffn_ahead)
         loads = () if prefetched else self._ffn_transfers(upd, prefetch=False)
@@ -230,6 +238,6 @@ class Planner:
             predictor=predictor, cache_work=work, ffn_loads=loads, ffn_prefetched=prefetched,
             attention=self._attention(layer, 1, context_tokens, prefill=False),
             ffn=self._ffn(layer, counts, 1), ffn_cpu=ffn_cpu, lm_head=lm, update=upd,
-            want=want.counts, dram_miss_ids=dram_miss,
+            want=want.counts, want_ids=want.ids, dram_miss_ids=dram_miss,
             dense_resident=run.placement.attn_resident[layer],
             dense_via_ssd=not run.placement.dense_in_dram)

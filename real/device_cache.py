@@ -128,6 +128,15 @@ class DeviceNeuronCache:
                                 self.ffn_mats, p, self.quant)
         return out
 
+    def gather(self, layer: int, precision: Precision, ids: np.ndarray) -> Bundles:
+        """The resident neurons ``ids`` (in that order) copied out as one block of ``Bundles``
+        (for FFNs that use a subset of a pool: LRU, static hot sets); KeyError if one is not."""
+        if self._cuda is not None:
+            self._cuda.wait_for(layer)
+        records = self._pools[(layer, precision)].index_select(
+            0, self.slot_of(layer, precision, ids))
+        return decode(records, self.d_model, self.ffn_mats, precision, self.quant)
+
     # ---- load / evict -----------------------------------------------------------------------
     def load(self, layer: int, precision: Precision, ids: np.ndarray, records: Tensor, *,
              rows: Optional[np.ndarray] = None) -> None:

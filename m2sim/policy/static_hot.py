@@ -79,3 +79,7 @@ class StaticHot:
 
     def resident_bytes(self) -> int:
         return self._bytes
+
+    def hot_ids(self, layer: int) -> np.ndarray:
+        """The ids placed on the GPU for ``layer`` (stored at ``cfg.precision``)."""
+        return np.flatnonzero(self._hot[layer]).astype(np.int32)
