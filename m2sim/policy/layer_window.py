@@ -3,7 +3,8 @@ token restarts at layer 0) and a *dynamic area* is a FIFO over the layers just a
 
 The dynamic area holds whole layers (whole-layer preloading) or, for the rejected neuron-level
 preloader, the predicted neurons of a layer. The FIFO must hold the layer being computed plus
-the preload depth, so ``window_layers`` defaults to depth + 1.
+the preload depth, so ``window_layers`` defaults to depth + 1; the layer in use is moved to the
+back of the FIFO when it is accessed.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class LayerWindow:
         return evicted
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
-        pass  # FIFO: recency does not matter
+        # The layer in use leaves the window last: reads ahead admitted before its turn (e.g.
+        # during prefill) must not push it out while it is computed.
+        if layer in self._fifo:
+            self._fifo.move_to_end(layer)
 
     def resident_bytes(self) -> int:
         total = self.fixed * self.layer_bytes

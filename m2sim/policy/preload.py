@@ -158,7 +158,9 @@ class NeuronLookahead:
 
     def demand(self, token: int, layer: int, want: BandedSet) -> Optional[LayerRead]:
         miss = self.dram.missing(layer, want.ids)
-        if miss.empty:
-            return None
-        evicted = self.dram.admit_ids(layer, miss.ids, token)
-        return _neuron_read(layer, miss.ids, self.id_bytes, False, evicted)
+        read = None
+        if not miss.empty:
+            evicted = self.dram.admit_ids(layer, miss.ids, token)
+            read = _neuron_read(layer, miss.ids, self.id_bytes, False, evicted)
+        self.dram.touch(layer, want.ids, token)
+        return read

@@ -28,9 +28,9 @@ def test_lookahead_never_fetches_a_fixed_area_layer():
                          id_bytes=(1, 1, 1))
     fetched = []
     for t in range(3):
-        for layer in range(8):
-            fetched += [(t, r.layer) for r in pre.prefetch(t, layer)]
+        for layer in range(8):  # the planner's order: this layer's demand, then reads ahead
             assert pre.demand(t, layer, WANT) is None or t == 0
+            fetched += [(t, r.layer) for r in pre.prefetch(t, layer)]
     assert all(layer >= 3 for _, layer in fetched)
     # every non-fixed layer is read once per token (the window holds 3 of the 5)
     assert sorted(layer for t, layer in fetched if t == 1) == [3, 4, 5, 6, 7]
@@ -61,5 +61,5 @@ def test_layer_window_with_the_same_dram_does_not_thrash():
     reads = 0
     for t in range(4):
         for layer in range(8):
-            reads += len(pre.prefetch(t, layer)) + (pre.demand(t, layer, WANT) is not None)
+            reads += (pre.demand(t, layer, WANT) is not None) + len(pre.prefetch(t, layer))
     assert reads == 4 * 4  # only the 4 non-fixed layers, once per token
