@@ -3,7 +3,7 @@
 Covers: precision bands (FP16 vs INT4 shares, and 25/25/50 FP16/INT8/INT4), m2cache; LLaMA-2
         7B and 13B (conf/experiment/fig10_precision.yaml).
 Run:    .venv/bin/python -m experiments.fig10_precision [--jobs 2] [OVERRIDE ...]
-Output: results/paper/fig10_precision.csv, results/paper/fig10_precision.png   (~2 min)
+Output: results/paper/fig10_precision.csv, results/paper/fig10_precision.png   (~20 s)
 
 Quality hook: the real backend writes ``<out>/fig10_quality.csv`` with columns model, fp16_frac,
 int8_frac, int4_frac and its measures (e.g. ``entropy`` of paper Eq. 2, ``perplexity``,

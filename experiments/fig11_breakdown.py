@@ -3,7 +3,7 @@
 Covers: m2cache, zero_infinity; the paper's four models, prompt 128, output 64; the summary's
         decode_time_breakdown_s and each job's layers table (conf/experiment/fig11_breakdown.yaml).
 Run:    .venv/bin/python -m experiments.fig11_breakdown [--jobs 2] [OVERRIDE ...]
-Output: results/paper/fig11_breakdown.csv, results/paper/fig11_breakdown.png   (~4 min)
+Output: results/paper/fig11_breakdown.csv, results/paper/fig11_breakdown.png   (~15 s)
 """
 
 from __future__ import annotations

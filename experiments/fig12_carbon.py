@@ -4,7 +4,7 @@ Covers: m2cache, zero_infinity; the paper's four models; carbon=paper_eq1 (paper
         SSD power x runtime x 820 gCO2/kWh, reused GPU) and carbon=default (m2sim's fuller
         model: GPU/CPU power by state, embodied carbon) (conf/experiment/fig12_carbon.yaml).
 Run:    .venv/bin/python -m experiments.fig12_carbon [--jobs 2] [OVERRIDE ...]
-Output: results/paper/fig12_carbon.csv, results/paper/fig12_carbon.png   (~4 min)
+Output: results/paper/fig12_carbon.csv, results/paper/fig12_carbon.png   (~30 s)
 """
 
 from __future__ import annotations

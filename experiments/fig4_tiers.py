@@ -4,7 +4,7 @@ Covers: dense (FP16 resident in HBM), zero_infinity with every layer in DRAM, ze
         no DRAM fixed area (every layer read from SSD each token); LLaMA-2-7B on an RTX 3090
         (conf/experiment/fig4_tiers.yaml).
 Run:    .venv/bin/python -m experiments.fig4_tiers [OVERRIDE ...]
-Output: results/paper/fig4_tiers.csv, results/paper/fig4_tiers.png   (~1 min)
+Output: results/paper/fig4_tiers.csv, results/paper/fig4_tiers.png   (~10 s)
 """
 
 from __future__ import annotations

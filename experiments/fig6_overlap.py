@@ -4,7 +4,7 @@ Covers: activation traces: the synthetic generator (m2sim.trace.SyntheticTrace, 
         recorded ``.m2trace`` files (m2sim.trace.RecordedTrace, e.g. from the real backend).
 Run:    .venv/bin/python -m experiments.fig6_overlap [--models llama2_7b,...] [--tokens 64]
             [--trace a.m2trace ...] [OVERRIDE ...]
-Output: results/paper/fig6_overlap.csv, results/paper/fig6_overlap.png   (~1 min)
+Output: results/paper/fig6_overlap.csv, results/paper/fig6_overlap.png   (~15 s)
 
 Overlap of token t+1 = |A(t) & A(t+1)| / |A(t+1)|: the share of its active set that the
 previous token already loaded (the hit ratio an ATU cache can reach; paper: ~80%).

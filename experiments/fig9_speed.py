@@ -3,7 +3,7 @@
 Covers: m2cache, zero_infinity; LLaMA-2 7B/13B/70B and Falcon-40B; prompts 64/128 tokens,
         outputs 64/128/512; RTX 3090, 64 GB DDR4, PCIe 3.0 NVMe (conf/experiment/fig9_speed.yaml).
 Run:    .venv/bin/python -m experiments.fig9_speed [--jobs 2] [OVERRIDE ...]
-Output: results/paper/fig9_speed.csv, results/paper/fig9_speed.png   (~15 min on 2 cores)
+Output: results/paper/fig9_speed.csv, results/paper/fig9_speed.png   (~4 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame, out):
-    d = common.ok(df)
+    d = common.ok(df).sort_values(["prompt_tokens", "output_tokens", "policy"])
     d["workload"] = d.prompt_tokens.astype(str) + "/" + d.output_tokens.astype(str)
-    models = list(dict.fromkeys(d.model))
+    models = sorted(dict.fromkeys(d.model), key=lambda m: (m.startswith("falcon"), len(m), m))
     fig, axes = plotting.panels(len(models))
     for ax, m in zip(axes, models):
         plotting.bars(d[d.model == m], "workload", "tokens_per_s", "policy", ax=ax, logy=True,

@@ -3,7 +3,8 @@ hardware, M2Cache vs the best baseline each GPU can run, at three grid intensiti
 
 Covers: stage 1 (pareto_speed): every policy on m40, p40, v100, t4, rtx3090, a100_80gb,
         h100_pcie, LLaMA-2 13B and 70B; stage 2 (pareto_carbon): m2cache and the fastest
-        baseline that runs on each GPU, carbon.grid coal/world/france x reused_hardware.
+        baseline that runs on each GPU (and the fastest FP16 one), carbon.grid
+        coal/world/france x reused_hardware.
 Run:    .venv/bin/python -m experiments.pareto_carbon [--jobs 2] [OVERRIDE ...]
 Output: results/paper/pareto_speed.csv, results/paper/pareto_carbon.csv,
         results/paper/pareto_carbon.png   (~30 min on 2 cores)
@@ -16,22 +17,25 @@ import pandas as pd
 from experiments import common, plotting
 
 SPEED, CARBON = "pareto_speed", "pareto_carbon"
+FP16_BASELINES = {"zero_infinity", "accelerate_offload", "dense", "flash_window"}
 
 
 def best_baselines(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, GPU): M2Cache's row and the fastest other policy that ran there."""
-    d = common.ok(df)
+    """Per (model, GPU): M2Cache's row, the fastest other policy that ran there, and the fastest
+    one that keeps every weight in FP16 (no quantization loss)."""
+    d = common.ok(df).sort_values("tpot_s")
     d["role"] = "m2cache"
-    base = d[d.policy != "m2cache"].sort_values("tpot_s").groupby(["model", "gpu"]).head(1)
-    base = base.assign(role="best baseline")
-    keep = pd.concat([d[d.policy == "m2cache"], base]).drop_duplicates(["model", "gpu", "policy"])
+    by = ["model", "gpu"]
+    base = d[d.policy != "m2cache"].groupby(by).head(1).assign(role="best baseline")
+    fp16 = d[d.policy.isin(FP16_BASELINES)].groupby(by).head(1).assign(role="best FP16 baseline")
+    keep = pd.concat([d[d.policy == "m2cache"], base, fp16])
     cols = ["model", "gpu", "role", "policy", "tpot_s", "tokens_per_s", "carbon_g_per_token"]
     return keep[cols].sort_values(["model", "gpu", "role"]).reset_index(drop=True)
 
 
 def carbon_table(df: pd.DataFrame, roles: pd.DataFrame) -> pd.DataFrame:
     d = common.ok(df).merge(roles[["model", "gpu", "policy", "role"]],
-                            on=["model", "gpu", "policy"])
+                            on=["model", "gpu", "policy"])  # a policy in two roles: two rows
     d["hardware"] = d["carbon.reused_hardware"].map({True: "reused", False: "new"})
     n = d.output_tokens * d.num_requests
     d["operational_g_per_token"] = d.carbon_operational_g / n

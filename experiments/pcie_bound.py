@@ -5,7 +5,7 @@ Covers: zero_infinity with attention resident (dense FP16 FFN over the link ever
         m2cache; host links PCIe 3 x4 .. PCIe 6 x16 at their theoretical bandwidth
         (conf/experiment/pcie_bound.yaml).
 Run:    .venv/bin/python -m experiments.pcie_bound [--jobs 2] [OVERRIDE ...]
-Output: results/paper/pcie_bound.csv, results/paper/pcie_bound.png   (~3 min)
+Output: results/paper/pcie_bound.csv, results/paper/pcie_bound.png   (~30 s)
 """
 
 from __future__ import annotations

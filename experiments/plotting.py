@@ -52,10 +52,16 @@ def bars(df: pd.DataFrame, x: str, y: str, hue: str | None = None, *, ax=None,
                        label=str(col) if hue else None)
         ax.bar_label(rects, labels=["" if np.isnan(v) else fmt.format(v) for v in vals],
                      fontsize=7, padding=1)
-    ax.set_xticks(xs, [str(i) for i in table.index], rotation=20 if len(xs) > 5 else 0)
+    labels = [str(i) for i in table.index]
+    crowded = sum(map(len, labels)) > 40
+    ax.set_xticks(xs, labels, rotation=25 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel(ylabel or y)
     if logy:
         ax.set_yscale("log")
+        vals = table.to_numpy(dtype=float)
+        if np.isfinite(vals).any() and (vals > 0).any():  # bars grow from a visible bottom
+            lo, hi = np.nanmin(vals[vals > 0]), np.nanmax(vals)
+            ax.set_ylim(lo / 3, hi * 3)
     if hue:
         ax.legend(fontsize=8, title=hue, title_fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -117,29 +123,36 @@ def pareto_mask(x: pd.Series, y: pd.Series) -> np.ndarray:
 
 def pareto(df: pd.DataFrame, x: str, y: str, hue: str, style: str | None = None, *, ax=None,
            xlabel: str | None = None, ylabel: str | None = None, title: str = "",
-           annotate: str | None = None):
+           annotate: str | None = None, legend: bool = True):
     """Scatter of ``y`` against ``x`` (log-log), coloured by ``hue``, marker by ``style``; the
     Pareto front (lower is better on both axes) is drawn as a step line."""
+    from matplotlib.lines import Line2D
+
     ax = _axes(ax, size=(7.0, 4.4))
     styles = list(dict.fromkeys(df[style])) if style else [None]
-    colors = {h: f"C{i}" for i, h in enumerate(dict.fromkeys(df[hue]))}
+    colors = {h: f"C{i % 10}" for i, h in enumerate(dict.fromkeys(df[hue]))}
     for key, g in df.groupby([hue, style] if style else [hue], sort=False):
         h, s = key[0], (key[1] if style else None)
         ax.scatter(g[x], g[y], color=colors[h], marker=MARKERS[styles.index(s) % len(MARKERS)],
-                   s=28, label=f"{h} / {s}" if style else str(h), alpha=0.85)
+                   s=26, alpha=0.85)
         if annotate:
             for _, r in g.iterrows():
                 ax.annotate(str(r[annotate]), (r[x], r[y]), fontsize=6, alpha=0.7,
                             xytext=(2, 2), textcoords="offset points")
     front = df[pareto_mask(df[x], df[y])].sort_values(x)
     if len(front):
-        ax.step(front[x], front[y], where="post", color="k", lw=0.8, alpha=0.6,
-                label="Pareto front")
+        ax.step(front[x], front[y], where="post", color="k", lw=0.8, alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
-    ax.legend(fontsize=6, ncol=2)
+    if legend:
+        handles = [Line2D([], [], ls="", marker="o", color=c, label=str(h))
+                   for h, c in colors.items()]
+        handles += [Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="0.3",
+                           label=str(s)) for i, s in enumerate(styles) if s is not None]
+        handles.append(Line2D([], [], color="k", lw=0.8, label="Pareto front"))
+        ax.legend(handles=handles, fontsize=6, ncol=2)
     ax.set_title(title, fontsize=10)
     return ax
 

@@ -5,7 +5,7 @@ Covers: conf/experiment/{hbm_cache_size, dram_budget, ssd_generation, precision_
 Run:    .venv/bin/python -m experiments.sweeps [--only a,b] [--jobs 2] [OVERRIDE ...]
 Output: results/sweeps/<name>.csv: the job, status, override and metric columns of each
         sweep's results table (the full table stays in multirun/<name>/results.parquet)
-        (~20 min on 2 cores for all of them)
+        (~4 min for all of them)
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ TINY = ["model=tiny", "workload=tiny", "workload.output_tokens=3"]
 # script module -> (extra arguments, {CSV written under paper/: columns it must have})
 SCRIPTS = {
     "fig4_tiers": ([], {"fig4_tiers": ["weights_in", "tokens_per_s", "slowdown_vs_hbm"]}),
-    "fig6_overlap": (["--models", "tiny", "--tokens", "6"],
+    "fig6_overlap": (["--models", "tiny", "--tokens", "6", "--trace",
+                      str(REPO / "tests" / "data" / "tiny.m2trace")],
                      {"fig6_overlap": ["source", "layer", "overlap_mean"]}),
     "fig9_speed": (["workload.prompt_tokens=8"],
                    {"fig9_speed": ["model", "prompt_tokens", "output_tokens", "m2cache",
