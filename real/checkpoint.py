@@ -42,24 +42,38 @@ def _one_line(text: str) -> str:
 
 
 def load_model(path: PathLike, *, dtype: torch.dtype = torch.float32,
-               device: Union[str, torch.device] = "cpu") -> Transformer:
-    """Load a Hugging Face LLaMA directory or a ``.gguf`` file, in ``dtype`` on ``device``."""
+               device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
+    """Load a Hugging Face LLaMA directory or a ``.gguf`` file, in ``dtype`` on ``device``.
+
+    ``ffn=False`` skips the FFN weights (they stay empty: a tiered store supplies them), so
+    only the dense weights are read and held."""
     path = Path(path)
     if not path.exists():
         raise MissingCheckpointError(path, "no such file or directory")
     if path.is_dir():
-        return load_hf_dir(path, dtype=dtype, device=device)
+        return load_hf_dir(path, dtype=dtype, device=device, ffn=ffn)
     if path.suffix == ".gguf":
-        return load_gguf(path, dtype=dtype, device=device)
+        return load_gguf(path, dtype=dtype, device=device, ffn=ffn)
     raise CheckpointError(path, "not a Hugging Face model directory nor a .gguf file")
 
 
+def _is_ffn(name: str) -> bool:
+    return ".feed_forward.w_" in name
+
+
 def build_model(args: LlamaArgs, state: dict[str, torch.Tensor], source: PathLike, *,
-                dtype: torch.dtype, device: Union[str, torch.device]) -> Transformer:
-    """Build on the meta device, check names and shapes against ``state``, then assign it."""
+                dtype: torch.dtype, device: Union[str, torch.device],
+                ffn: bool = True) -> Transformer:
+    """Build on the meta device, check names and shapes against ``state``, then assign it.
+
+    ``ffn=False``: ``state`` has no FFN weights and the model's are left empty."""
     with torch.device("meta"):
         model = Transformer(args)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if not ffn:
+        empty = {name: torch.empty(0, dtype=dtype, device=device) for name in expected
+                 if _is_ffn(name)}
+        expected = {name: shape for name, shape in expected.items() if not _is_ffn(name)}
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     if missing or unexpected:
@@ -70,7 +84,15 @@ def build_model(args: LlamaArgs, state: dict[str, torch.Tensor], source: PathLik
             raise CheckpointError(source, f"tensor {name} has shape {tuple(state[name].shape)}, "
                                           f"expected {shape}")
     state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    if not ffn:
+        state.update(empty)
+        for name, t in empty.items():  # load_state_dict would refuse the empty shapes
+            mod, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(mod), leaf, torch.nn.Parameter(t, requires_grad=False))
+        state = {k: v for k, v in state.items() if not _is_ffn(k)}
+        model.load_state_dict(state, strict=False, assign=True)
+    else:
+        model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -114,14 +136,14 @@ def hf_args(cfg: dict[str, Any], source: PathLike) -> LlamaArgs:
         raise CheckpointError(source, f"invalid config: {e}") from None
 
 
-def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(file: Path, keep=lambda name: True) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     if not file.is_file():
         raise MissingCheckpointError(file, "no such file")
     try:
         with safe_open(str(file), framework="pt") as f:
-            return {name: f.get_tensor(name) for name in f.keys()}
+            return {name: f.get_tensor(name) for name in f.keys() if keep(name)}
     except Exception as e:  # safetensors raises its own error types for corrupt headers/data
         raise CheckpointError(file, f"corrupt or truncated safetensors file ({e})") from None
 
@@ -149,7 +171,7 @@ def _hf_name(name: str, source: Path) -> str:
 
 
 def load_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
-                device: Union[str, torch.device] = "cpu") -> Transformer:
+                device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
     """Load a LLaMA saved by transformers' ``save_pretrained`` (safetensors, sharded or not)."""
     path = Path(path)
     config = path / "config.json"
@@ -160,14 +182,15 @@ def load_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
     except json.JSONDecodeError as e:
         raise CheckpointError(config, f"invalid JSON ({e})") from None
     state: dict[str, torch.Tensor] = {}
+    keep = (lambda name: True) if ffn else (lambda name: ".mlp." not in name)
     for file in _hf_files(path):
-        for name, tensor in _read_safetensors(file).items():
+        for name, tensor in _read_safetensors(file, keep).items():
             if name.endswith("rotary_emb.inv_freq"):
                 continue  # older checkpoints store RoPE frequencies; we recompute them
-            state[_hf_name(name, file)] = tensor
+            state[_hf_name(name, file)] = tensor.to(dtype)  # one layer in float32 at a time
     if args.tie_embeddings:
         state.pop("output.weight", None)  # some tied checkpoints store the head anyway
-    return build_model(args, state, path, dtype=dtype, device=device)
+    return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)
 
 
 # ---- GGUF --------------------------------------------------------------------------------
@@ -250,7 +273,7 @@ def _open_gguf(path: Path) -> Any:
 
 
 def load_gguf(path: PathLike, *, dtype: torch.dtype = torch.float32,
-              device: Union[str, torch.device] = "cpu") -> Transformer:
+              device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
     """Load a llama-architecture GGUF file, dequantizing every tensor to ``dtype``."""
     from gguf.quants import dequantize
 
@@ -260,6 +283,8 @@ def load_gguf(path: PathLike, *, dtype: torch.dtype = torch.float32,
     state: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         name = _gguf_name(t.name, path)
+        if not ffn and _is_ffn(name):
+            continue
         try:
             w = dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
         except (ValueError, NotImplementedError) as e:
@@ -269,7 +294,7 @@ def load_gguf(path: PathLike, *, dtype: torch.dtype = torch.float32,
         elif name.endswith("attention.wk.weight"):
             w = unpermute_qk(w, args.n_kv_heads)
         state[name] = torch.tensor(w, dtype=torch.float32)  # copies out of the read-only mmap
-    return build_model(args, state, path, dtype=dtype, device=device)
+    return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)
 
 
 def smollm2_gguf_path() -> Path:

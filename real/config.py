@@ -33,12 +33,18 @@ class RealConfig:
     record_trace: Optional[str] = None  # write this run's active sets as a .m2trace
     torch_threads: int = 0  # 0: leave torch's default
     io_threads: int = 4
+    # float type of the dense weights and activations: float32 (exact, the default) or
+    # float16 / bfloat16 (half the memory for the resident dense weights)
+    dtype: str = "float32"
     stop_at_eos: bool = False  # False: always generate workload.output_tokens (as the paper)
     measure_energy: bool = True  # RAPL / NVML where readable (m2sim's real/energy.py)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError("real.device", f"got {self.device!r} (allowed: cpu, cuda, cuda:N)")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError("real.dtype", f"got {self.dtype!r} (allowed: float32, float16, "
+                              f"bfloat16)")
         check_range("real.torch_threads", self.torch_threads, 0, 1024)
         check_range("real.io_threads", self.io_threads, 1, 256)
 

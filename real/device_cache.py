@@ -8,6 +8,7 @@ records into the freed slots. ``slot_of`` maps ids to slots for FFNs that use a 
 On CUDA, loads go through a pinned staging buffer on a separate copy stream, and ``active``
 makes the current stream wait for the layer's copies; on CPU everything is synchronous.
 Allocation happens in ``open()``; the pools must fit ``capacity_bytes`` (``BudgetExceeded``).
+The id -> slot map is a numpy array per pool (-1: not resident), so bookkeeping is vectorized.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class DeviceNeuronCache:
         self.meter = TierMeter("device", capacity_bytes)
         self._pools: dict[Key, Tensor] = {}
         self._ids: dict[Key, np.ndarray] = {}  # slot -> id, first n valid
-        self._slot: dict[Key, dict[int, int]] = {}  # id -> slot
+        self._map: dict[Key, np.ndarray] = {}  # id -> slot, -1 if not resident
+        self._n: dict[Key, int] = {}  # resident count
         self._cuda: Optional[_CudaCopier] = None
 
     @property
@@ -68,7 +70,8 @@ class DeviceNeuronCache:
             self._pools[k] = torch.empty((n, self.record_bytes[k[1]]), dtype=torch.uint8,
                                          device=self.device)
             self._ids[k] = np.full(n, -1, dtype=np.int64)
-            self._slot[k] = {}
+            self._map[k] = np.full(0, -1, dtype=np.int64)
+            self._n[k] = 0
         if self.device.type == "cuda":
             biggest = max((t.nbytes for t in self._pools.values()), default=0)
             self._cuda = _CudaCopier(self.device, biggest)
@@ -81,7 +84,8 @@ class DeviceNeuronCache:
         self.meter.release(self.meter.current_bytes)
         self._pools.clear()
         self._ids.clear()
-        self._slot.clear()
+        self._map.clear()
+        self._n.clear()
 
     def __enter__(self) -> DeviceNeuronCache:
         return self.open()
@@ -91,25 +95,41 @@ class DeviceNeuronCache:
 
     # ---- queries ----------------------------------------------------------------------------
     def num_resident(self, layer: int, precision: Precision) -> int:
-        return len(self._slot.get((layer, precision), {}))
+        return self._n.get((layer, precision), 0)
 
     def resident_ids(self, layer: int, precision: Precision) -> np.ndarray:
         """Ids in slot order (slot s holds ``resident_ids(...)[s]``)."""
         k = (layer, precision)
-        return self._ids[k][:len(self._slot[k])].copy() if k in self._ids else np.empty(0, int)
+        return self._ids[k][:self._n[k]].copy() if k in self._ids else np.empty(0, int)
+
+    def _slots(self, k: Key, ids: np.ndarray) -> np.ndarray:
+        """Slot of each id, -1 where not resident (ids must be >= 0)."""
+        m = self._map.get(k)
+        if m is None or not len(ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        out = np.full(len(ids), -1, dtype=np.int64)
+        inside = ids < len(m)
+        out[inside] = m[ids[inside]]
+        return out
 
     def lookup(self, layer: int, precision: Precision, ids: np.ndarray) -> np.ndarray:
         """Boolean mask of ``ids`` resident now; counts hits and misses."""
-        held = self._slot.get((layer, precision), {})
-        mask = np.array([i in held for i in np.asarray(ids).reshape(-1).tolist()], dtype=bool)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        mask = self._slots((layer, precision), ids) >= 0
         self.meter.looked_up(int(mask.sum()), int((~mask).sum()))
         return mask
 
     def slot_of(self, layer: int, precision: Precision, ids: np.ndarray) -> Tensor:
         """Slot indices (on the device) of resident ``ids``; KeyError if one is not resident."""
-        held = self._slot[(layer, precision)]
-        slots = [held[i] for i in np.asarray(ids).reshape(-1).tolist()]
-        return torch.tensor(slots, dtype=torch.long, device=self.device)
+        k = (layer, precision)
+        if k not in self._map:
+            raise KeyError(k)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        slots = self._slots(k, ids)
+        if (slots < 0).any():
+            raise KeyError(f"layer {layer} {precision.name}: ids {ids[slots < 0][:5].tolist()} "
+                           f"not resident")
+        return torch.from_numpy(slots).to(self.device)
 
     def synchronize(self) -> None:
         """Block the host until every issued copy has finished (no-op on CPU)."""
@@ -124,7 +144,7 @@ class DeviceNeuronCache:
         for p in BANDS:
             k = (layer, p)
             if k in self._pools:
-                out[p] = decode(self._pools[k][:len(self._slot[k])], self.d_model,
+                out[p] = decode(self._pools[k][:self._n[k]], self.d_model,
                                 self.ffn_mats, p, self.quant)
         return out
 
@@ -158,10 +178,10 @@ class DeviceNeuronCache:
             raise ValueError(f"expected ({len(ids)}, {rb}) uint8 records (or a table and "
                              f"{len(ids)} rows), got {tuple(records.shape)} {records.dtype}")
         idx = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        held = self._slot[k]
-        if len(np.unique(ids)) != len(ids) or any(i in held for i in ids.tolist()):
+        if ids.min() < 0 or len(np.unique(ids)) != len(ids) or (self._slots(k, ids) >= 0).any():
             raise ValueError(f"layer {layer} {precision.name}: ids repeated or already resident")
-        n, free = len(held), self.slots[k] - len(held)
+        n = self._n[k]
+        free = self.slots[k] - n
         if len(ids) > free:
             raise BudgetExceeded(f"device: layer {layer} {precision.name} pool has {free} free "
                                  f"slots, load needs {len(ids)} (evict first)")
@@ -174,7 +194,12 @@ class DeviceNeuronCache:
         else:
             torch.index_select(records, 0, idx, out=dst)
         self._ids[k][n:n + len(ids)] = ids
-        held.update((int(i), n + j) for j, i in enumerate(ids.tolist()))
+        m = self._map[k]
+        if ids.max() >= len(m):
+            m = self._map[k] = np.concatenate((m, np.full(int(ids.max()) + 1 - len(m), -1,
+                                                          dtype=np.int64)))
+        m[ids] = np.arange(n, n + len(ids))
+        self._n[k] = n + len(ids)
         self.meter.moved(len(ids) * rb)
 
     def evict(self, layer: int, precision: Precision, ids: np.ndarray) -> None:
@@ -183,11 +208,18 @@ class DeviceNeuronCache:
         ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         if not len(ids):
             return
-        held, slot_ids = self._slot[k], self._ids[k]
-        gone = np.array([held[i] for i in ids.tolist()], dtype=np.int64)  # KeyError if absent
-        n, keep = len(held), len(held) - len(ids)
+        if k not in self._map:
+            raise KeyError(k)
+        slot_ids, m = self._ids[k], self._map[k]
+        gone = self._slots(k, ids)
+        if (gone < 0).any():
+            raise KeyError(f"layer {layer} {precision.name}: ids {ids[gone < 0][:5].tolist()} "
+                           f"not resident")
+        n = self._n[k]
+        keep = n - len(ids)
         holes = gone[gone < keep]  # freed slots inside the new [0, keep)
-        movers = np.setdiff1d(np.arange(keep, n), gone)  # survivors beyond it; same count
+        movers = np.setdiff1d(np.arange(keep, n), gone, assume_unique=True)  # same count
+        m[ids] = -1
         if len(holes):
             pool = self._pools[k]
             src, dst = (torch.from_numpy(x).to(self.device) for x in (movers, holes))
@@ -196,10 +228,9 @@ class DeviceNeuronCache:
             else:
                 pool.index_copy_(0, dst, pool.index_select(0, src))
             slot_ids[holes] = slot_ids[movers]
-            held.update((int(slot_ids[s]), int(s)) for s in holes)
-        for i in ids.tolist():
-            del held[i]
+            m[slot_ids[holes]] = holes
         slot_ids[keep:n] = -1
+        self._n[k] = keep
         self.meter.release(len(ids) * self.record_bytes[precision])
 
 

@@ -79,8 +79,13 @@ FFNRecordFn = Callable[[int, Tensor, Tensor], None]  # (layer, h_normed, importa
 
 
 def _float_rows(w: Rows, dtype: torch.dtype) -> Tensor:
-    rows = w if isinstance(w, Tensor) else w.dequantize()
-    return rows.to(dtype)
+    """Rows in ``dtype``. real.quant's row blocks (they name their ``precision``) dequantize
+    straight to ``dtype``: FP16 rows in a float16 model are the slot pool's own strided view."""
+    if isinstance(w, Tensor):
+        return w.to(dtype)
+    if getattr(w, "precision", None) is not None:
+        return w.dequantize(dtype)  # type: ignore[call-arg]
+    return w.dequantize().to(dtype)
 
 
 def sparse_ffn(x: Tensor, parts: Sequence[FFNPart], act: Callable[[Tensor], Tensor]) -> Tensor:

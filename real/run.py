@@ -80,8 +80,12 @@ def check_model(model: Transformer, cfg: RealRunConfig, path: Path) -> None:
                          f"= {got} but model={m.name} says {want}")
 
 
+def store_path(cfg: RealRunConfig) -> Path:
+    return Path(cfg.real.store_dir or f"stores/{cfg.model.name}")
+
+
 def ensure_store(cfg: RealRunConfig, model: Transformer, precisions) -> Store:
-    path = Path(cfg.real.store_dir or f"stores/{cfg.model.name}")
+    path = store_path(cfg)
     if not path.exists():
         convert_store(hf_state_dict(model), path, precisions=BANDS, quant=cfg.quant)
     store = open_store(path)
@@ -146,14 +150,20 @@ def _warm(run: Run, store: Store, ssd: SSDReader, dram: DRAMCache,
                     dev.load(layer, p, ids, ssd.read_layer(layer, p), rows=ids)
 
 
-def _scorer(cfg: RealRunConfig, model: Transformer, store: Store) -> tuple[Scorer, str]:
+def _uses_lowrank(cfg: RealRunConfig, store_dir: Path) -> bool:
     kind = cfg.real.predictor
-    saved = (Path(store.path) / "predictor").exists()
-    if kind is PredictorKind.LOWRANK or (kind is PredictorKind.AUTO and saved):
+    return kind is PredictorKind.LOWRANK or (kind is PredictorKind.AUTO
+                                             and (store_dir / "predictor").exists())
+
+
+def _scorer(cfg: RealRunConfig, model: Transformer, store: Store) -> tuple[Scorer, str]:
+    if _uses_lowrank(cfg, Path(store.path)):
         from real.predictor import LowRankPredictor
 
         pred = LowRankPredictor.load(Path(store.path) / "predictor")
-        return (lambda layer, h: pred.scores(layer, h).float().cpu().numpy()), "lowrank"
+        # in the predictor's own dtype: no per-call copy of its weights
+        return (lambda layer, h: pred.scores(layer, h.to(pred.w_in.dtype)).cpu().numpy()), \
+            "lowrank"
     gates = [b.feed_forward.w_gate.weight.detach().clone() for b in model.layers]
     ups = [b.feed_forward.w_up.weight.detach().clone() for b in model.layers]
     act = model.layers[0].feed_forward.act
@@ -171,7 +181,12 @@ def run_real(cfg: RealRunConfig) -> Results:
         raise M2SimError(f"real.device: {cfg.real.device} requested but CUDA is not available "
                          f"here (allowed: cpu)")
     path = checkpoint_path(cfg)
-    model = load_model(path, dtype=torch.float32, device=cfg.real.device)
+    replay = isinstance(cfg.trace, ReplayTraceConfig)
+    built = (store_path(cfg) / "manifest.json").exists()
+    oracle = cfg.policy.sparse and not replay and not _uses_lowrank(cfg, store_path(cfg))
+    # FFN weights are read only to build the store or for the oracle predictor
+    model = load_model(path, dtype=getattr(torch, cfg.real.dtype), device=cfg.real.device,
+                       ffn=not built or oracle)
     check_model(model, cfg, path)
     tok = _tokenizer(path)
     w = cfg.workload
@@ -188,7 +203,6 @@ def run_real(cfg: RealRunConfig) -> Results:
     cfg = dataclasses.replace(cfg, workload=dataclasses.replace(w, prompt_tokens=len(prompt)))
     store = ensure_store(cfg, model, cfg.policy.stored)
     source, scorer, predictor = None, None, "trace"
-    replay = isinstance(cfg.trace, ReplayTraceConfig)
     if cfg.policy.sparse and not replay:
         scorer, predictor = _scorer(cfg, model, store)
         frac = getattr(cfg.trace, "active_frac", None) or cfg.model.active_frac

@@ -62,6 +62,18 @@ def test_load_in_half_precision(make_tiny_llama):
     assert not any(p.requires_grad for p in model.parameters())
 
 
+def test_loading_without_ffn_weights_keeps_the_dense_ones(make_tiny_llama, tmp_path):
+    hf, path = make_tiny_llama()
+    _write_tiny_gguf(tmp_path / "tiny.gguf", hf)
+    for source in (path, tmp_path / "tiny.gguf"):
+        full, lean = load_model(source), load_model(source, ffn=False)
+        for name, t in full.state_dict().items():
+            if ".feed_forward." in name:
+                assert lean.state_dict()[name].numel() == 0
+            else:
+                assert torch.equal(lean.state_dict()[name], t)
+
+
 def test_missing_path_is_reported(tmp_path):
     with pytest.raises(MissingCheckpointError) as err:
         load_model(tmp_path / "nope.gguf")

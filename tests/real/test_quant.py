@@ -17,6 +17,7 @@ from real.quant import (
     Int8Rows,
     dequantize_int4,
     dequantize_int8,
+    dequantize_packed_int4,
     linear,
     linear_t,
     pack_int4,
@@ -180,3 +181,17 @@ def test_linear_and_linear_t_match_the_dequantized_matrix(precision):
     deq = rows.dequantize()
     torch.testing.assert_close(linear(x, rows), x @ deq.T)
     torch.testing.assert_close(linear_t(h, rows), h @ deq)
+
+
+@FAST
+@given(w=matrices(max_cols=200), dtype=st.sampled_from([torch.float32, torch.float16,
+                                                       torch.bfloat16]))
+def test_fast_dequantization_equals_the_reference(w, dtype):
+    """The decode path's dequantizers give bit for bit what the two-step reference gives."""
+    quant = QuantConfig()
+    q, s = quantize_int4(w, quant.int4_group_size)
+    ref = dequantize_int4(q, s, quant.int4_group_size, dtype)
+    got = dequantize_packed_int4(pack_int4(q), s, w.shape[1], quant.int4_group_size, dtype)
+    assert got.dtype == dtype and torch.equal(got, ref)
+    q8, s8 = quantize_int8(w)
+    assert torch.equal(dequantize_int8(q8, s8, dtype), (q8.float() * s8.float()[:, None]).to(dtype))
