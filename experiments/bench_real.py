@@ -47,8 +47,8 @@ class Model:
 
 
 MODELS = {
-    "smollm2_135m": Model("smollm2_135m", budget_gib=0.75, prompt_tokens=16, new_tokens=32),
-    "llama_1b_relu": Model("llama_1b_relu", budget_gib=2.5, prompt_tokens=16, new_tokens=16),
+    "smollm2_135m": Model("smollm2_135m", budget_gib=0.75, prompt_tokens=16, new_tokens=16),
+    "llama_1b_relu": Model("llama_1b_relu", budget_gib=2.5, prompt_tokens=16, new_tokens=8),
 }
 
 # m2cache variants: (label, extra overrides). The preset first, as the paper has it.
@@ -152,7 +152,7 @@ def _m2real(m: Model, ckpt: Path, store: Path, extra: list[str], run_dir: Path,
             f"workload.output_tokens={m.new_tokens}", f"hydra.run.dir={run_dir}", *extra]
     r = cgroup.run_limited(name, limit, argv, cwd=str(ROOT), timeout_s=3600)
     out = {"returncode": r.returncode, "peak_bytes": r.peak_bytes, "wall_s": r.wall_s,
-           "error": r.stderr.strip().splitlines()[-1] if r.returncode else ""}
+           "error": _error(r)}
     summary = run_dir / "summary.json"
     if r.returncode == 0 and summary.exists():
         s = json.loads(summary.read_text())
@@ -169,13 +169,22 @@ def _peer(kind: str, m: Model, ckpt: Path, offload: Path, limit: int | None,
             "--threads", "1"]
     r = cgroup.run_limited(kind, limit, argv, cwd=str(ROOT), timeout_s=3600)
     out = {"returncode": r.returncode, "peak_bytes": r.peak_bytes, "wall_s": r.wall_s,
-           "error": r.stderr.strip().splitlines()[-1] if r.returncode else ""}
+           "error": _error(r)}
     if r.returncode == 0:
         res = json.loads(r.stdout.strip().splitlines()[-1])
         out.update(decode_tokens_per_s=res["decode_tokens_per_s"], ttft_s=res["ttft_s"],
                    generated_token_ids=res["generated_token_ids"],
                    placement=res["placement"])
     return out
+
+
+def _error(r: cgroup.Limited) -> str:
+    if r.returncode == 0:
+        return ""
+    if r.returncode < 0:
+        return f"killed by signal {-r.returncode} (9: the cgroup's OOM killer)"
+    lines = r.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {r.returncode}"
 
 
 def m2cache_overhead(m: Model, store: Path, extra: list[str]) -> dict:
@@ -261,7 +270,7 @@ def bench_model(m: Model, data: Path, repeats: int, bw: float, rows: list[dict],
             rows.append(row)
 
 
-ACCEL_RUNTIME_GIB = 0.5  # Python + torch + transformers + accelerate, left out of max_memory
+ACCEL_RUNTIME_GIB = 0.75  # Python + torch + transformers + accelerate + page cache for its reads
 
 
 def _ssd_per_token(s: dict) -> float:

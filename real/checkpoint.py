@@ -187,7 +187,9 @@ def load_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
         for name, tensor in _read_safetensors(file, keep).items():
             if name.endswith("rotary_emb.inv_freq"):
                 continue  # older checkpoints store RoPE frequencies; we recompute them
-            state[_hf_name(name, file)] = tensor.to(dtype)  # one layer in float32 at a time
+            # a copy in anonymous memory: safetensors may hand out views of its file mapping,
+            # which the page cache could drop and re-read under memory pressure
+            state[_hf_name(name, file)] = tensor.to(dtype, copy=True)
     if args.tie_embeddings:
         state.pop("output.weight", None)  # some tied checkpoints store the head anyway
     return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)

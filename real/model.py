@@ -100,13 +100,25 @@ def sparse_ffn(x: Tensor, parts: Sequence[FFNPart], act: Callable[[Tensor], Tens
     """
     out = torch.zeros_like(x)
     for part in parts:
-        gate, up, down = (_float_rows(w, x.dtype) for w in (part.gate, part.up, part.down))
+        dtype = _compute_dtype(part, x.dtype)
+        xc = x.to(dtype)
+        gate, up, down = (_float_rows(w, dtype) for w in (part.gate, part.up, part.down))
         if not (gate.shape == up.shape == down.shape and gate.shape[-1] == x.shape[-1]):
             raise ValueError(f"FFNPart rows must all be (k, {x.shape[-1]}), got gate "
                              f"{tuple(gate.shape)}, up {tuple(up.shape)}, down {tuple(down.shape)}")
-        hidden = act(x @ gate.T) * (x @ up.T)  # (..., k_b)
-        out = out + hidden @ down  # (..., d)
+        hidden = act(xc @ gate.T) * (xc @ up.T)  # (..., k_b)
+        out = out + (hidden @ down).to(x.dtype)  # (..., d)
     return out
+
+
+def _compute_dtype(part: FFNPart, dtype: torch.dtype) -> torch.dtype:
+    """Float rows and FP16 rows run in the model's dtype; INT8/INT4 rows in a half-precision
+    model dequantize to float32 and run there (CPU int->float16 conversion is ~2x slower)."""
+    precision = getattr(part.up, "precision", None)
+    if precision is None or precision.name == "FP16" or dtype not in (torch.float16,
+                                                                       torch.bfloat16):
+        return dtype
+    return torch.float32
 
 
 class RMSNorm(nn.Module):

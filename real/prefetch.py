@@ -121,6 +121,9 @@ class Prefetcher:
                 err = None
             except BaseException as e:  # handed to the caller through the future
                 err = e
+            # the read futures hold the buffers and sit in a cycle with this callback: drop
+            # them now, or the buffers live until the cyclic GC runs, long after DRAM let go
+            reads.clear()
             with self._lock:
                 self._pending.pop(key, None)
             if err is None:
@@ -128,6 +131,6 @@ class Prefetcher:
             else:
                 out.set_exception(err)
 
-        for f in reads.values():
+        for f in list(reads.values()):  # a read already done calls back at once
             f.add_done_callback(one_done)
         return out

@@ -200,7 +200,8 @@ class SSDReader:
                      parallel: bool) -> np.ndarray:
         a = self.align_bytes
         start, stop = _round_down(offset, a), _round_up(offset + nbytes, a)
-        buf = mmap.mmap(-1, max(stop - start, a))  # anonymous mmap: page-aligned
+        # private anonymous mmap: page-aligned, plain process memory (a shared one is shmem)
+        buf = mmap.mmap(-1, max(stop - start, a), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.meter.reserve(len(buf))
         try:
             calls = self._fill(path, fd, memoryview(buf)[:stop - start], start,
