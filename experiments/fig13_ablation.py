@@ -6,7 +6,7 @@ Covers: zero_infinity (reference), mixed_precision_only (MP), m2cache (MP + HBM 
         Eq. 1 (carbon=paper_eq1); LLaMA-2 7B/13B/70B (conf/experiment/fig13_ablation.yaml).
 Run:    .venv/bin/python -m experiments.fig13_ablation [--jobs 2] [OVERRIDE ...]
 Output: results/paper/fig13_ablation.csv (every run), fig13_ablation_summary.csv (the paper's
-        ratios per model), fig13_ablation.png   (~5 min)
+        ratios per model), fig13_ablation.png   (~3 min)
 """
 
 from __future__ import annotations

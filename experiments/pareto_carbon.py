@@ -48,12 +48,13 @@ def carbon_table(df: pd.DataFrame, roles: pd.DataFrame) -> pd.DataFrame:
 def plot(t: pd.DataFrame, out):
     keys = list(dict.fromkeys(zip(t.model, t["carbon.grid"])))
     fig, axes = plotting.panels(len(keys), ncols=3, size=(4.6, 3.6))
-    for ax, (model, grid) in zip(axes, keys):
+    t = t.assign(kind=t.role + ", " + t.hardware)
+    for i, (ax, (model, grid)) in enumerate(zip(axes, keys)):
         d = t[(t.model == model) & (t["carbon.grid"] == grid)]
-        d = d.assign(kind=d.role + ", " + d.hardware)
         plotting.pareto(d, "tpot_s", "carbon_g_per_token", "gpu", "kind", ax=ax,
                         xlabel="latency per token (s)", ylabel="gCO2e / token",
-                        title=f"{model}, grid {grid}")
+                        title=f"{model}, grid {grid}",
+                        legend="outside" if i == min(2, len(keys) - 1) else None)
     fig.suptitle("Carbon vs latency per token across GPU generations", fontsize=10)
     return plotting.save(fig, out / CARBON)
 

@@ -123,9 +123,10 @@ def pareto_mask(x: pd.Series, y: pd.Series) -> np.ndarray:
 
 def pareto(df: pd.DataFrame, x: str, y: str, hue: str, style: str | None = None, *, ax=None,
            xlabel: str | None = None, ylabel: str | None = None, title: str = "",
-           annotate: str | None = None, legend: bool = True):
+           annotate: str | None = None, legend: str | None = "inside"):
     """Scatter of ``y`` against ``x`` (log-log), coloured by ``hue``, marker by ``style``; the
-    Pareto front (lower is better on both axes) is drawn as a step line."""
+    Pareto front (lower is better on both axes) is drawn as a step line. ``legend``: "inside",
+    "outside" (right of the axes) or None."""
     from matplotlib.lines import Line2D
 
     ax = _axes(ax, size=(7.0, 4.4))
@@ -152,7 +153,9 @@ def pareto(df: pd.DataFrame, x: str, y: str, hue: str, style: str | None = None,
         handles += [Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="0.3",
                            label=str(s)) for i, s in enumerate(styles) if s is not None]
         handles.append(Line2D([], [], color="k", lw=0.8, label="Pareto front"))
-        ax.legend(handles=handles, fontsize=6, ncol=2)
+        where = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)} if legend == "outside" \
+            else {"ncol": 2}
+        ax.legend(handles=handles, fontsize=7, **where)
     ax.set_title(title, fontsize=10)
     return ax
 
