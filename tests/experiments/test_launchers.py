@@ -50,3 +50,12 @@ def test_slurm_launcher_config_composes_to_submitit(tmp_path):
                 "hydra.launcher")
     assert r.returncode == 0, r.stderr
     assert "SlurmLauncher" in r.stdout and "timeout_min: 60" in r.stdout
+
+
+@_needs("hydra_plugins.hydra_submitit_launcher")
+def test_submitit_local_executor_runs_two_jobs(tmp_path):
+    """The SLURM launcher's code path (submitit) with its local executor: no cluster needed."""
+    sweep = tmp_path / "s"
+    r = run_cli(*TWO_JOBS, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}",
+                timeout=300)
+    _check_two_jobs(sweep, r)
