@@ -46,6 +46,9 @@ DEFAULT_COMPARE = ["m2cache", "zero_infinity", "accelerate_offload", "dense", "u
 class SimConfig:
     overheads: OverheadConfig = field(default_factory=OverheadConfig)
     overlap: bool = True  # False: every op waits for the previous one (no I/O-compute overlap)
+    # False (paper §5.3): the predictor scores layer l at its entry, so the HBM cache's loads
+    # overlap attention. True: it reads the FFN input after attention (as m2real does).
+    predict_after_attention: bool = False
     chrome_trace: bool = False  # also write timeline.json (Chrome/Perfetto trace events)
     progress: bool = True  # progress bar on runs of many tokens (stderr)
     parquet: bool = True  # write tables as parquet besides CSV

@@ -131,7 +131,8 @@ def simulate(cfg: M2SimConfig, policy: PolicyConfig | None = None) -> Results:
     w = cfg.workload
     n_decode = w.num_requests * (w.output_tokens - 1)
     planner = Planner(run, num_decode_tokens=n_decode)
-    ex = Executor(env, hw, overlap=cfg.sim.overlap)
+    ex = Executor(env, hw, overlap=cfg.sim.overlap,
+                  predict_after_attention=cfg.sim.predict_after_attention)
     mem = _memory_tracker(run)
     clock = _Clock()
     show = cfg.sim.progress and n_decode * run.num_layers >= 20_000 and sys.stderr.isatty()

@@ -43,10 +43,12 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 
 class Executor:
-    def __init__(self, env: simpy.Environment, hw: Hardware, *, overlap: bool = True):
+    def __init__(self, env: simpy.Environment, hw: Hardware, *, overlap: bool = True,
+                 predict_after_attention: bool = False):
         self.env = env
         self.hw = hw
         self.overlap = overlap
+        self.predict_after_attention = predict_after_attention
         self.dram_ready: dict[int, simpy.Event] = {}
         self.attn_ready: dict[int, simpy.Event] = {}
         self.ffn_ready: dict[int, simpy.Event] = {}
@@ -110,23 +112,17 @@ class Executor:
             self.dram_ready[plan.layer] = hw.transfer(plan.ssd_demand, token)
             if not self.overlap:
                 yield self.dram_ready[plan.layer]
+        marks: dict = {}
+        stall_link = 0.0
+        if self.predict_after_attention:  # the predictor reads the FFN input: no overlap
+            stall_link += yield from self._attention(plan, token)
         if plan.predictor is not None:
             yield hw.compute(plan.predictor, token)
-        marks: dict = {}
         ffn_path = env.process(self._ffn_inputs(plan, token, marks))
         if not self.overlap:
             yield ffn_path
-        # attention weights: resident, prefetched earlier, or fetched now
-        stall_ssd = stall_link = stall_cpu = 0.0
-        attn = self.attn_ready.pop(plan.layer, None) if not plan.dense_resident else None
-        if plan.dense_demand is not None:
-            wait = self.dram_ready.get(plan.layer) if plan.dense_via_ssd else None
-            attn = self._after(wait, lambda: hw.transfer(plan.dense_demand, token))
-        if attn is not None and not attn.processed:
-            w0 = env.now
-            yield attn
-            stall_link += env.now - w0
-        yield hw.compute(plan.attention, token)
+        if not self.predict_after_attention:
+            stall_link += yield from self._attention(plan, token)
         cpu_ffn = None
         if plan.ffn_cpu is not None and self.overlap:
             cpu_ffn = hw.compute(plan.ffn_cpu, token)
@@ -134,6 +130,7 @@ class Executor:
         if not ffn_path.processed:
             yield ffn_path
         b = env.now
+        stall_ssd = stall_cpu = 0.0
         if b > a:
             stall_cpu = _overlap(a, b, a, marks["mgmt"])
             stall_ssd = _overlap(a, b, marks["mgmt"], marks["dram"])
@@ -145,15 +142,35 @@ class Executor:
             w0 = env.now
             yield cpu_ffn
             stall_cpu += env.now - w0
-        if plan.lm_head is not None:
-            if self.lm_ready is not None and not self.lm_ready.processed:
-                w0 = env.now
-                yield self.lm_ready
-                stall_link += env.now - w0
-            self.lm_ready = None
-            yield hw.compute(plan.lm_head, token)
+        stall_link += yield from self._lm_head(plan, token)
         self._record(plan, request, start, hw.gpu.busy_s - gpu0, stall_ssd, stall_link,
                      stall_cpu)
+
+    def _attention(self, plan: LayerPlan, token: int):
+        """Process: wait for this layer's attention weights, then compute; returns the wait."""
+        env, hw = self.env, self.hw
+        attn = self.attn_ready.pop(plan.layer, None) if not plan.dense_resident else None
+        if plan.dense_demand is not None:
+            wait = self.dram_ready.get(plan.layer) if plan.dense_via_ssd else None
+            attn = self._after(wait, lambda: hw.transfer(plan.dense_demand, token))
+        w0 = env.now
+        if attn is not None and not attn.processed:
+            yield attn
+        waited = env.now - w0
+        yield hw.compute(plan.attention, token)
+        return waited
+
+    def _lm_head(self, plan: LayerPlan, token: int):
+        """Process: the LM head after the last layer (waiting for its weights if streamed)."""
+        if plan.lm_head is None:
+            return 0.0
+        w0 = self.env.now
+        if self.lm_ready is not None and not self.lm_ready.processed:
+            yield self.lm_ready
+        waited = self.env.now - w0
+        self.lm_ready = None
+        yield self.hw.compute(plan.lm_head, token)
+        return waited
 
     def _record(self, plan: LayerPlan, request: int, start: float, gpu_s: float, ssd: float,
                 link: float, cpu: float) -> None:

@@ -118,3 +118,17 @@ def test_one_ssd_read_takes_latency_waves_plus_bytes_over_bandwidth(make_cfg):
     ssd = cfg.host.ssd
     expected = math.ceil(65 / ssd.queue_depth) * ssd.read_latency_us * 1e-6 + 1e7 / 3.5e9
     assert env.now == pytest.approx(expected, rel=1e-12)
+
+
+def test_predicting_after_attention_gives_up_the_load_attention_overlap(make_cfg):
+    base = ["policy=mixed_precision_only", "model=tiny", "host=server_pcie4", "gpu=t4",
+            "workload.prompt_tokens=8", "workload.output_tokens=6",
+            "sim.overheads.kernel_launch_us=50", "host.pcie_efficiency_frac=0.02"]
+    entry = simulate(make_cfg(*base)).summary["tpot_s"]
+    after = simulate(make_cfg(*base, "sim.predict_after_attention=true")).summary["tpot_s"]
+    assert after > entry * 1.05  # the loads no longer hide behind attention
+    # with no overlap at all, the order of the same ops cannot change the total
+    serial = [simulate(make_cfg(*base, "sim.overlap=false",
+                                f"sim.predict_after_attention={x}")).summary["tpot_s"]
+              for x in ("false", "true")]
+    assert serial[0] == pytest.approx(serial[1], rel=1e-12)
