@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from real.checkpoint import CheckpointError, load_model, smollm2_gguf_path
 from real.config import PredictorKind, RealRunConfig
 from real.device_cache import DeviceNeuronCache
 from real.dram import DRAMCache
+from real.energy import EnergyMeter, Measurement, side_by_side
 from real.executor import RealExecutor, Scorer
 from real.live import LiveSource
 from real.model import Transformer
@@ -87,7 +89,8 @@ def store_path(cfg: RealRunConfig) -> Path:
 def ensure_store(cfg: RealRunConfig, model: Transformer, precisions) -> Store:
     path = store_path(cfg)
     if not path.exists():
-        convert_store(hf_state_dict(model), path, precisions=BANDS, quant=cfg.quant)
+        weights = {k: v.detach().cpu() for k, v in hf_state_dict(model).items()}
+        convert_store(weights, path, precisions=BANDS, quant=cfg.quant)
     store = open_store(path)
     missing = [p.name for p in precisions if p not in store.manifest.precisions]
     if missing:
@@ -242,6 +245,9 @@ def _serve(cfg, run, planner, model, store, source, scorer, prompt, tok, predict
         ex = RealExecutor(run=run, planner=planner, store=store, dram=dram, device=dev,
                           prefetcher=pf, source=source, scorer=scorer)
         token = 0
+        meter = _meter(cfg)
+        if meter is not None:
+            meter.__enter__()
         for r in range(w.num_requests):
             cache = model.new_cache(max_len=len(prompt) + w.output_tokens)
             start = ex.now()
@@ -262,11 +268,26 @@ def _serve(cfg, run, planner, model, store, source, scorer, prompt, tok, predict
             requests.append((r, start, first, ex.now()))
             ids_out = out
         pf.wait_all()
+        if dev_name.startswith("cuda"):
+            torch.cuda.synchronize()
+        if meter is not None:
+            meter.__exit__(None, None, None)
         stats = {"ssd": ssd.stats(), "dram": dram.stats(), "device": dev.stats()}
     if source is not None and source.writer is not None:
         source.writer.save(cfg.real.record_trace)
     dense = sum(t.numel() * t.element_size() for t in model.parameters())
-    return _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor, dense)
+    return _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor, dense,
+                    meter.result if meter is not None else None)
+
+
+def _meter(cfg: RealRunConfig) -> Optional[EnergyMeter]:
+    """Measures the serving loop: NVML on CUDA, RAPL on a CPU where readable (else the result
+    says why not); None when ``real.measure_energy`` is off."""
+    if not cfg.real.measure_energy:
+        return None
+    dev = torch.device(cfg.real.device)
+    on_gpu = dev.type == "cuda"
+    return EnergyMeter("auto", gpu_index=(dev.index or 0) if on_gpu else 0, use_nvml=on_gpu)
 
 
 @dataclasses.dataclass
@@ -282,7 +303,7 @@ class _Measured:
 
 
 def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
-             dense_bytes: int) -> Results:
+             dense_bytes: int, measured: Optional[Measurement]) -> Results:
     mem = dataclasses.make_dataclass("Peaks", ["peak_hbm", "peak_dram"])(
         stats["device"].peak_bytes + dense_bytes, stats["dram"].peak_bytes)
     total = max(r[3] for r in requests) - min(r[1] for r in requests)
@@ -305,5 +326,7 @@ def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
     s["generated_token_ids"] = ids_out
     s["generated_text"] = tok.decode(ids_out) if tok is not None else None
     s["tier_stats"] = {k: dataclasses.asdict(v) for k, v in stats.items()}
+    if measured is not None:
+        s["measured_energy"] = side_by_side(measured, report)
     return res
 
