@@ -2,9 +2,11 @@
 token restarts at layer 0) and a *dynamic area* is a FIFO over the layers just ahead.
 
 The dynamic area holds whole layers (whole-layer preloading) or, for the rejected neuron-level
-preloader, the predicted neurons of a layer. The FIFO must hold the layer being computed plus
-the preload depth, so ``window_layers`` defaults to depth + 1; the layer in use is moved to the
-back of the FIFO when it is accessed.
+preloader, the predicted neurons of a layer. The window must hold the layer being computed plus
+the preload depth, so ``window_layers`` defaults to depth + 1. Admitting a layer into a full
+window drops the layer needed furthest ahead in the cyclic layer order -- the one just computed,
+which in steady state is the FIFO's oldest -- so reads ahead admitted early (e.g. during
+prefill) never push out the layer in use or one about to be used.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class LayerWindow:
         self.num_ids = num_ids
         # dynamic area: layer -> None (whole layer) or (3, num_ids) bool mask of held neurons
         self._fifo: OrderedDict[int, Optional[np.ndarray]] = OrderedDict()
+        self._current = 0  # the layer being computed (set by ``touch``)
 
     def initial_layers(self) -> list[int]:
         return list(range(self.fixed))
@@ -61,12 +64,19 @@ class LayerWindow:
                        ids=tuple(ids[~held[b, ids]] for b, ids in enumerate(want)))
 
     def _make_room(self, layer: int) -> list[int]:
+        """Drop the held layer needed furthest in the future (the one computed most recently:
+        in steady state, the oldest admission -- a FIFO), never the layer in use."""
         evicted = []
         if layer not in self._fifo:
             while len(self._fifo) >= self.window:
-                old, _ = self._fifo.popitem(last=False)
+                old = max(self._fifo, key=self._until_needed)
+                del self._fifo[old]
                 evicted.append(old)
         return evicted
+
+    def _until_needed(self, layer: int) -> int:
+        """Layers from the one in use until ``layer`` is needed again (cyclic)."""
+        return (layer - self._current) % self.num_layers
 
     def admit_layer(self, layer: int, token: int) -> list[int]:
         if layer < self.fixed:
@@ -88,10 +98,7 @@ class LayerWindow:
         return evicted
 
     def touch(self, layer: int, want: IdsByBand, token: int) -> None:
-        # The layer in use leaves the window last: reads ahead admitted before its turn (e.g.
-        # during prefill) must not push it out while it is computed.
-        if layer in self._fifo:
-            self._fifo.move_to_end(layer)
+        self._current = layer  # the layer in use: evictions count distances from it
 
     def resident_bytes(self) -> int:
         total = self.fixed * self.layer_bytes

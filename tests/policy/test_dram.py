@@ -32,15 +32,19 @@ def test_lookahead_never_fetches_a_fixed_area_layer():
             assert pre.demand(t, layer, WANT) is None or t == 0
             fetched += [(t, r.layer) for r in pre.prefetch(t, layer)]
     assert all(layer >= 3 for _, layer in fetched)
-    # every non-fixed layer is read once per token (the window holds 3 of the 5)
-    assert sorted(layer for t, layer in fetched if t == 1) == [3, 4, 5, 6, 7]
+    # each non-fixed layer is read at most once per token; the 3-layer window keeps one of the
+    # five across the token boundary (the one needed soonest after layer 0)
+    token1 = sorted(layer for t, layer in fetched if t == 1)
+    assert len(token1) == len(set(token1)) == 4
 
 
-def test_layer_window_evicts_in_fifo_order_and_keeps_the_fixed_area():
+def test_layer_window_drops_the_layer_just_computed_and_keeps_the_fixed_area():
     dram = _window(window=2)
     assert dram.initial_layers() == [0, 1, 2]
     assert dram.admit_layer(3, 0) == []
+    dram.touch(3, WANT.ids, 0)
     assert dram.admit_layer(4, 0) == []
+    dram.touch(4, WANT.ids, 0)  # computing layer 4: layer 3 is needed again only next token
     assert dram.admit_layer(5, 0) == [3]
     assert dram.contains_layer(0) and dram.contains_layer(5) and not dram.contains_layer(3)
     assert dram.resident_bytes() == 5 * 100
@@ -63,3 +67,19 @@ def test_layer_window_with_the_same_dram_does_not_thrash():
         for layer in range(8):
             reads += (pre.demand(t, layer, WANT) is not None) + len(pre.prefetch(t, layer))
     assert reads == 4 * 4  # only the 4 non-fixed layers, once per token
+
+
+def test_deeper_lookahead_never_reads_a_layer_twice_per_token():
+    # depth 3: the window holds the layer in use and three ahead; each of the 8 non-fixed
+    # layers is read exactly once per token (a FIFO that reorders on use re-read some twice)
+    for depth in (1, 2, 3):
+        dram = _window(L=12, fixed=4, window=depth + 1)
+        pre = LayerLookahead(LayerLookaheadConfig(depth=depth), dram, num_layers=12,
+                             layer_read_bytes=100, id_bytes=(1, 1, 1))
+        for t in range(4):
+            reads = []
+            for layer in range(12):
+                d = pre.demand(t, layer, WANT)
+                reads += ([d.layer] if d else []) + [r.layer for r in pre.prefetch(t, layer)]
+            if t > 0:
+                assert sorted(reads) == list(range(4, 12)), (depth, reads)
