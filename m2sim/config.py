@@ -49,6 +49,13 @@ class SimConfig:
     # False (paper §5.3): the predictor scores layer l at its entry, so the HBM cache's loads
     # overlap attention. True: it reads the FFN input after attention (as m2real does).
     predict_after_attention: bool = False
+    # False: the active sets are replayed from a recorded trace with no predictor running
+    # (m2real with real.predictor=TRACE), so the predictor's kernels cost nothing.
+    charge_predictor: bool = True
+    # True: the host sends FFN weights ahead (streaming prefetch) in plan order and waits for
+    # each -- first for its layer to be in DRAM, then for the copy -- before going on with the
+    # layer that sends it (m2real's executor). False: those loads run in the background.
+    blocking_ffn_prefetch: bool = False
     chrome_trace: bool = False  # also write timeline.json (Chrome/Perfetto trace events)
     progress: bool = True  # progress bar on runs of many tokens (stderr)
     parquet: bool = True  # write tables as parquet besides CSV
@@ -112,6 +119,7 @@ def register_configs(cs: Optional[ConfigStore] = None) -> None:
     cs.store(group="gpu", name="base_gpu", node=GPUConfig)
     cs.store(group="host", name="base_host", node=HostConfig)
     cs.store(group="host/ssd", name="base_ssd", node=SSDConfig)
+    cs.store(group="sim/overheads", name="base_overheads", node=OverheadConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="workload", name="base_workload", node=WorkloadConfig)
     cs.store(group="trace", name="base_synthetic", node=SyntheticTraceConfig)

@@ -24,9 +24,67 @@ PCIE_GB_PER_S_PER_LANE = {1: 0.25, 2: 0.5, 3: 0.984, 4: 1.969, 5: 3.938, 6: 7.56
 # Extra ALU operations per weight to dequantize before the FMA (unpack, convert, scale).
 DEQUANT_OPS_PER_WEIGHT = {Precision.FP16: 0.0, Precision.INT8: 2.0, Precision.INT4: 4.0}
 
+# Version of the header a machine profile (real/profile.py) writes into its configs; a profile
+# with another version was measured and fitted by other code and is refused.
+PROFILE_SCHEMA_VERSION = 1
+
 
 def pcie_gb_per_s(gen: int, lanes: int) -> float:
     return PCIE_GB_PER_S_PER_LANE[gen] * lanes
+
+
+@dataclass
+class ProfileHeader:
+    """Where a measured hardware config comes from: ``python -m real.profile`` writes it into
+    the ``gpu``, ``host`` and ``overheads`` configs of the machine it measured."""
+
+    schema_version: int = MISSING
+    machine: str = MISSING  # identity: CPU model, logical CPUs, memory, accelerator
+    date: str = MISSING  # ISO date and time of the measurement
+    device: str = "cpu"  # torch device the kernels ran on ("cpu": the CPU acts as the GPU)
+    dtype: str = "float32"  # dense dtype of the real backend when measured (real.dtype)
+    torch_threads: int = 1
+    # shapes of the model the kernels and fixed costs were measured at
+    model: str = MISSING
+    num_layers: int = MISSING
+    d_model: int = MISSING
+    d_ff: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    vocab_size: int = MISSING
+
+    def __post_init__(self) -> None:
+        if self.schema_version != PROFILE_SCHEMA_VERSION:
+            raise ConfigError("profile.schema_version",
+                              f"got {self.schema_version}, this m2sim reads profile schema "
+                              f"{PROFILE_SCHEMA_VERSION} (allowed: {PROFILE_SCHEMA_VERSION}); "
+                              f"measure the machine again with `python -m real.profile`")
+
+    @property
+    def shapes(self) -> tuple[int, ...]:
+        return (self.num_layers, self.d_model, self.d_ff, self.num_heads, self.num_kv_heads,
+                self.vocab_size)
+
+
+def check_profile(header: Optional[ProfileHeader], *, field: str, machine: str,
+                  model=None) -> None:
+    """Refuse a profile measured on another machine or at other model shapes than ``model``
+    (a ``ModelConfig``): its fixed costs would be silently wrong here."""
+    if header is None:
+        raise ConfigError(f"{field}.profile", "is missing: this config was not measured on a "
+                          "machine (write one with `python -m real.profile`)")
+    if header.machine != machine:
+        raise ConfigError(f"{field}.profile.machine",
+                          f"the profile was measured on {header.machine!r} but this machine is "
+                          f"{machine!r} (allowed: a profile of this machine)")
+    if model is not None:
+        want = (model.num_layers, model.d_model, model.d_ff, model.num_heads,
+                model.num_kv_heads, model.vocab_size)
+        if header.shapes != want:
+            raise ConfigError(f"{field}.profile.model",
+                              f"measured at {header.model} shapes (layers, d_model, d_ff, heads, "
+                              f"kv heads, vocab) = {header.shapes} but model={model.name} has "
+                              f"{want} (allowed: a profile of the same shapes)")
 
 
 @dataclass
@@ -49,6 +107,17 @@ class GPUConfig:
     reserved_gib: float = 0.75  # CUDA context, allocator slack, activations workspace
     compute_efficiency_frac: float = 0.5  # achieved / peak FLOP/s for batch-1 kernels
     memory_efficiency_frac: float = 0.8  # achieved / peak memory bandwidth (GEMV)
+    # A separate dequantization pass over an FFN band's weights before its GEMV (ns per
+    # weight), as an unfused kernel, or m2real on a CPU (to float32), does; None: dequantized
+    # inside the GEMV on the ALUs (DEQUANT_OPS_PER_WEIGHT in the roofline). A profile measures
+    # them. Dense weights (attention, LM head) stay in the device's compute dtype: no pass.
+    fp16_dequant_ns_per_weight: Optional[float] = None
+    int8_dequant_ns_per_weight: Optional[float] = None
+    int4_dequant_ns_per_weight: Optional[float] = None
+    # The "GPU" is the host's CPU (a CPU-only machine's profile): ops the plan puts on the CPU
+    # (PowerInfer's cold neurons) run on it too, one after another, with its costs.
+    is_host_cpu: bool = False
+    profile: Optional[ProfileHeader] = None  # set on a measured config
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -63,6 +132,13 @@ class GPUConfig:
         if self.pcie_gen not in PCIE_GB_PER_S_PER_LANE:
             raise ConfigError("gpu.pcie_gen", f"got {self.pcie_gen} (allowed: 1..6)")
         check_range("gpu.pcie_lanes", self.pcie_lanes, 1, 16)
+        for p in Precision:
+            check_range(f"gpu.{p.name.lower()}_dequant_ns_per_weight",
+                        self.dequant_pass_ns_per_weight(p), 0, None, optional=True)
+
+    def dequant_pass_ns_per_weight(self, precision: Precision) -> Optional[float]:
+        """ns per weight of a separate dequantization pass, None if it is fused."""
+        return getattr(self, f"{precision.name.lower()}_dequant_ns_per_weight")
 
     @property
     def memory_bytes(self) -> float:
@@ -90,6 +166,8 @@ class GPUConfig:
         return peak * 1e12 * self.compute_efficiency_frac
 
     def dequant_ops_per_weight(self, precision: Precision) -> float:
+        if self.dequant_pass_ns_per_weight(precision) is not None:
+            return 0.0  # a separate pass (``dequant_pass_ns_per_weight``) does it
         if precision is Precision.INT8 and self.int8_tops is not None:
             return 0.0  # native INT8 dot products: no per-weight unpacking
         return DEQUANT_OPS_PER_WEIGHT[precision]
@@ -112,6 +190,7 @@ class SSDConfig:
     active_w: float = 6.0
     idle_w: float = 1.0
     pcie_gen: int = 3
+    profile: Optional[ProfileHeader] = None  # set on a measured config
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -146,6 +225,9 @@ class HostConfig:
     pcie_lanes: int = 16
     pcie_efficiency_frac: float = 0.82  # sustained/theoretical H2D (FlexGen fit: 12.89 of 15.75)
     gpu_link_latency_us: float = 10.0  # per-transfer setup: cudaMemcpyAsync + sync
+    # measured host-to-device bandwidth (a profile); None: from the PCIe generation and lanes
+    # of card and slot, derated by pcie_efficiency_frac
+    gpu_link_gb_per_s: Optional[float] = None
     gpu_copy_engines: int = 1  # concurrent host-to-device DMA streams
     ssd: SSDConfig = MISSING
     cpu_name: str = ""
@@ -153,10 +235,12 @@ class HostConfig:
     cpu_gflops_per_core: float = MISSING  # achievable FP32 GFLOP/s per core (AVX2/AVX-512)
     cpu_tdp_w: float = MISSING
     cpu_idle_w: float = MISSING
+    profile: Optional[ProfileHeader] = None  # set on a measured config
     source: str = ""
 
     def __post_init__(self) -> None:
         check_positive("host.dram_gib", self.dram_gib)
+        check_positive("host.gpu_link_gb_per_s", self.gpu_link_gb_per_s, optional=True)
         check_positive("host.dram_bandwidth_gb_per_s", self.dram_bandwidth_gb_per_s)
         check_range("host.os_reserved_gib", self.os_reserved_gib, 0, self.dram_gib, hi_open=True)
         if self.pcie_gen not in PCIE_GB_PER_S_PER_LANE:
@@ -182,7 +266,10 @@ class HostConfig:
         return self.gpu_link_latency_us * 1e-6
 
     def gpu_link_bytes_per_s(self, gpu: GPUConfig) -> float:
-        """Sustained host-to-device bandwidth: the slower of card and slot, derated."""
+        """Sustained host-to-device bandwidth: measured, or the slower of card and slot,
+        derated."""
+        if self.gpu_link_gb_per_s is not None:
+            return self.gpu_link_gb_per_s * GB
         gen = min(gpu.pcie_gen, self.pcie_gen)
         lanes = min(gpu.pcie_lanes, self.pcie_lanes)
         return pcie_gb_per_s(gen, lanes) * GB * self.pcie_efficiency_frac

@@ -64,6 +64,9 @@ class Compute:
     other_bytes: int = 0  # KV cache, activations
     other_flops: float = 0.0  # FLOPs not proportional to weights (attention scores)
     num_kernels: int = 0
+    # FFN ops: the ids are read out of a larger cache unit (LRU, hot set, DRAM layer), so the
+    # executor gathers each band's rows first; False: the unit is exactly the active set (ATU)
+    gather: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +78,8 @@ class CacheWork:
     ids_gathered: int  # scattered bundles packed for DMA
     gather_bytes: int
     weights_quantized: int = 0  # weights quantized on the fly (band precision not stored)
+    unit_loads: tuple[int, int, int] = (0, 0, 0)  # ids loaded into the cache unit, per band
+    evictions: tuple[int, int, int] = (0, 0, 0)  # ids evicted from the cache unit, per band
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

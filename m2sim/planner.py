@@ -12,6 +12,7 @@ import numpy as np
 
 from m2sim.build import Run
 from m2sim.plan import CacheWork, Compute, LayerPlan, Payload, Phase, Transfer
+from m2sim.policy.atu import ATU
 from m2sim.policy.preload import SEQUENTIAL_REQUEST_BYTES, ahead
 from m2sim.policy.records import EMPTY_IDS, BandedSet, CacheUpdate, LayerRead
 from m2sim.policy.streaming import Resident, Streaming
@@ -37,6 +38,10 @@ class Planner:
         self.dense_want = BandedSet(ids=tuple(all_ids if b == s.prefill_band else EMPTY_IDS
                                               for b in range(3)))
         self.resident_ffn = isinstance(run.hbm, Resident)
+        # the HBM unit is exactly the active set (ATU; dense resident): FFN kernels read it
+        # whole; any other unit is indexed, its active rows gathered per band
+        self.unit_is_active_set = isinstance(run.hbm, ATU) or (self.resident_ffn
+                                                                and not run.policy.sparse)
         stream = isinstance(run.hbm, Streaming)
         self.ffn_ahead_layers = run.policy.placement.prefetch_layers
         # decode FFN can be sent ahead only when the set is known: dense streaming
@@ -84,7 +89,8 @@ class Planner:
                                     nbytes=nbytes, prefetch=True))
         return tuple(pre), demand
 
-    def _attention(self, layer: int, tokens: int, context: int, prefill: bool) -> Compute:
+    # ---- the compute ops of a plan (also what calibration compares measurements with) -------
+    def attention_op(self, layer: int, tokens: int, context: int, prefill: bool) -> Compute:
         spec = self.run.spec
         w = [0, 0, 0]
         w[self.attn_band] = self.attn_params
@@ -98,21 +104,25 @@ class Planner:
                        weight_bytes=self.run.sizes.attn_layer, tokens=tokens, other_bytes=kv,
                        other_flops=flops, num_kernels=KERNELS_ATTENTION)
 
-    def _ffn(self, layer: int, counts: tuple[int, int, int], tokens: int,
-             device: Device = Device.GPU, what: str = "ffn") -> Compute:
+    def ffn_op(self, layer: int, counts: tuple[int, int, int], tokens: int,
+               device: Device = Device.GPU, what: str = "ffn", gather: bool = False) -> Compute:
         ib = self.run.sizes.id_bytes
         return Compute(device=device, what=what, layer=layer,
                        weights=tuple(c * self.id_weights for c in counts),
                        weight_bytes=sum(c * b for c, b in zip(counts, ib)), tokens=tokens,
-                       num_kernels=KERNELS_PER_FFN_BAND * sum(1 for c in counts if c))
+                       num_kernels=KERNELS_PER_FFN_BAND * sum(1 for c in counts if c),
+                       gather=gather)
+
+    def lm_head_op(self, layer: int) -> Compute:
+        w = [0, 0, 0]
+        w[self.attn_band] = self.run.cfg.model.vocab_size * self.run.cfg.model.d_model
+        return Compute(device=Device.GPU, what="lm_head", layer=layer, weights=tuple(w),
+                       weight_bytes=self.run.sizes.lm_head, num_kernels=2)
 
     def _lm_head(self, token: int, layer: int) -> tuple[Compute | None, Transfer | None]:
         if layer != self.L - 1:
             return None, None
-        w = [0, 0, 0]
-        w[self.attn_band] = self.run.cfg.model.vocab_size * self.run.cfg.model.d_model
-        comp = Compute(device=Device.GPU, what="lm_head", layer=layer, weights=tuple(w),
-                       weight_bytes=self.run.sizes.lm_head, num_kernels=2)
+        comp = self.lm_head_op(layer)
         load = None
         if not self.run.placement.lm_head_resident:
             load = Transfer(link=Link.DRAM_TO_HBM, payload=Payload.LM_HEAD, layer=layer,
@@ -182,8 +192,8 @@ class Planner:
             ssd_demand=self._ssd(demand) if demand else None, dense_prefetch=dense_pre,
             dense_demand=dense_dem, ffn_prefetch=ffn_pre, lm_head_load=lm_load,
             ffn_loads=loads, ffn_prefetched=prefetched,
-            attention=self._attention(layer, prompt_tokens, prompt_tokens, prefill=True),
-            ffn=self._ffn(layer, want.counts, prompt_tokens), lm_head=lm,
+            attention=self.attention_op(layer, prompt_tokens, prompt_tokens, prefill=True),
+            ffn=self.ffn_op(layer, want.counts, prompt_tokens), lm_head=lm,
             dense_resident=run.placement.attn_resident[layer],
             dense_via_ssd=not run.placement.dense_in_dram)
 
@@ -214,7 +224,10 @@ class Planner:
             work = CacheWork(layer=layer, ids_changed=n_load + upd.evicted,
                              ids_gathered=n_load,
                              gather_bytes=sum(t.nbytes for t in loads),
-                             weights_quantized=quantized * self.id_weights)
+                             weights_quantized=quantized * self.id_weights,
+                             unit_loads=(0, 0, 0) if upd.transient else upd.load_counts,
+                             evictions=tuple(len(x) for x in upd.evict) if upd.evict is not None
+                             else (0, 0, 0))
             predictor = Compute(device=Device.GPU, what="predictor", layer=layer,
                                 weights=(run.sizes.predictor_layer // 2, 0, 0),
                                 weight_bytes=run.sizes.predictor_layer,
@@ -225,7 +238,8 @@ class Planner:
             cold = tuple(len(x) for x in upd.offload)
             counts = tuple(c - o for c, o in zip(counts, cold))
             if any(cold):
-                ffn_cpu = self._ffn(layer, cold, 1, device=Device.CPU, what="ffn_cold")
+                ffn_cpu = self.ffn_op(layer, cold, 1, device=Device.CPU, what="ffn_cold",
+                                      gather=True)
         lm, lm_load = self._lm_head(token, layer)
         if demand is None:
             dram_miss = 0
@@ -236,8 +250,10 @@ class Planner:
             ssd_demand=self._ssd(demand) if demand else None, dense_prefetch=dense_pre,
             dense_demand=dense_dem, ffn_prefetch=ffn_pre, lm_head_load=lm_load,
             predictor=predictor, cache_work=work, ffn_loads=loads, ffn_prefetched=prefetched,
-            attention=self._attention(layer, 1, context_tokens, prefill=False),
-            ffn=self._ffn(layer, counts, 1), ffn_cpu=ffn_cpu, lm_head=lm, update=upd,
+            attention=self.attention_op(layer, 1, context_tokens, prefill=False),
+            ffn=self.ffn_op(layer, counts, 1, gather=not (self.unit_is_active_set
+                                                          or upd.transient)),
+            ffn_cpu=ffn_cpu, lm_head=lm, update=upd,
             want=want.counts, want_ids=want.ids, dram_miss_ids=dram_miss,
             dense_resident=run.placement.attn_resident[layer],
             dense_via_ssd=not run.placement.dense_in_dram)

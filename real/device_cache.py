@@ -222,11 +222,12 @@ class DeviceNeuronCache:
         m[ids] = -1
         if len(holes):
             pool = self._pools[k]
-            src, dst = (torch.from_numpy(x).to(self.device) for x in (movers, holes))
             if self._cuda is not None:
+                src, dst = (torch.from_numpy(x).to(self.device) for x in (movers, holes))
                 self._cuda.move(layer, pool, src, dst)
-            else:
-                pool.index_copy_(0, dst, pool.index_select(0, src))
+            else:  # numpy moves whole rows (torch's index_copy_ on uint8 rows is ~20x slower)
+                rows = pool.numpy()
+                rows[holes] = rows[movers]
             slot_ids[holes] = slot_ids[movers]
             m[slot_ids[holes]] = holes
         slot_ids[keep:n] = -1

@@ -106,7 +106,7 @@ class DRAMCache:
 
         Raises KeyError if any id is missing; hits and misses are counted per id."""
         table, rows = self.lookup_records(layer, precision, ids)
-        return table if rows is None else table[torch.from_numpy(rows)]
+        return table if rows is None else table.index_select(0, torch.from_numpy(rows))
 
     def lookup_records(self, layer: int, precision: Precision,
                        ids: np.ndarray) -> tuple[Tensor, Optional[np.ndarray]]:

@@ -20,6 +20,7 @@ from m2sim.build import Run, build_run
 from m2sim.carbon.activity import Activity
 from m2sim.carbon.assess import assess
 from m2sim.errors import M2SimError
+from m2sim.plan import Phase
 from m2sim.planner import Planner
 from m2sim.policy.atu import ATU
 from m2sim.policy.bands import band_counts
@@ -326,6 +327,11 @@ def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
     s["generated_token_ids"] = ids_out
     s["generated_text"] = tok.decode(ids_out) if tok is not None else None
     s["tier_stats"] = {k: dataclasses.asdict(v) for k, v in stats.items()}
+    own = {ph.value: [x for q, x in ex.host_s if q is ph] for ph in Phase}
+    # the executor's own host time per layer (planning, issuing, records): what the
+    # simulator's sim.overheads.layer_us stands for
+    s["executor_host_s_per_layer"] = {k: float(np.median(v)) if v else None
+                                      for k, v in own.items()}
     if measured is not None:
         s["measured_energy"] = side_by_side(measured, report)
     return res

@@ -146,6 +146,11 @@ class SSDReader:
         path = self.store.dense_path(layer)
         return load_safetensors(self._read(path, 0, path.stat().st_size, parallel=True).tobytes())
 
+    def read_range(self, path: Path, offset: int, nbytes: int) -> np.ndarray:
+        """Bytes [offset, offset + nbytes) of one of the store's files, as one request (the
+        profiler times these at several sizes and queue depths)."""
+        return self._read(Path(path), offset, nbytes)
+
     def submit_layer(self, layer: int, precision: Precision) -> Future[Tensor]:
         return self._submit(self.read_layer, layer, precision)
 

@@ -132,7 +132,9 @@ def simulate(cfg: M2SimConfig, policy: PolicyConfig | None = None) -> Results:
     n_decode = w.num_requests * (w.output_tokens - 1)
     planner = Planner(run, num_decode_tokens=n_decode)
     ex = Executor(env, hw, overlap=cfg.sim.overlap,
-                  predict_after_attention=cfg.sim.predict_after_attention)
+                  predict_after_attention=cfg.sim.predict_after_attention,
+                  charge_predictor=cfg.sim.charge_predictor,
+                  blocking_ffn_prefetch=cfg.sim.blocking_ffn_prefetch)
     mem = _memory_tracker(run)
     clock = _Clock()
     show = cfg.sim.progress and n_decode * run.num_layers >= 20_000 and sys.stderr.isatty()
@@ -151,11 +153,15 @@ def sim_activity(run: Run, hw: Hardware, mem: MemoryTracker, runtime_s: float) -
     gpu_busy = hw.gpu_compute_bound_s + hw.gpu_memory_bound_s
     ssd = hw.links[Link.SSD_TO_DRAM]
     w = run.cfg.workload
+    if hw.mgmt is hw.gpu:  # the "GPU" is the CPU (gpu.is_host_cpu): its other work, one core
+        cpu_core_s = max(0.0, hw.gpu.busy_s - gpu_busy)
+    else:
+        cpu_core_s = hw.mgmt.busy_s + hw.cpu.busy_s * run.cfg.host.cpu_cores
     return Activity(
         runtime_s=runtime_s, start_hour=run.cfg.carbon.start_hour,
         gpu_busy_compute_s=hw.gpu_compute_bound_s, gpu_busy_memory_s=hw.gpu_memory_bound_s,
         gpu_wait_io_s=max(0.0, runtime_s - gpu_busy),  # the GPU only idles waiting for inputs
-        cpu_busy_core_s=hw.mgmt.busy_s + hw.cpu.busy_s * run.cfg.host.cpu_cores,
+        cpu_busy_core_s=cpu_core_s,
         dram_resident_gb_s=mem.dram_byte_s / 1e9,
         dram_bytes_moved=hw.bytes_moved(Link.SSD_TO_DRAM) + hw.bytes_moved(Link.DRAM_TO_HBM)
         + hw.cpu_weight_bytes,

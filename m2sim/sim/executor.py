@@ -44,11 +44,14 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
 
 class Executor:
     def __init__(self, env: simpy.Environment, hw: Hardware, *, overlap: bool = True,
-                 predict_after_attention: bool = False):
+                 predict_after_attention: bool = False, charge_predictor: bool = True,
+                 blocking_ffn_prefetch: bool = False):
         self.env = env
         self.hw = hw
         self.overlap = overlap
         self.predict_after_attention = predict_after_attention
+        self.charge_predictor = charge_predictor
+        self.blocking_ffn_prefetch = blocking_ffn_prefetch
         self.dram_ready: dict[int, simpy.Event] = {}
         self.attn_ready: dict[int, simpy.Event] = {}
         self.ffn_ready: dict[int, simpy.Event] = {}
@@ -63,25 +66,54 @@ class Executor:
         first.callbacks.append(lambda _ev: start().callbacks.append(lambda _e: done.succeed()))
         return done
 
-    def _issue_background(self, plan: LayerPlan, token: int) -> None:
-        hw = self.hw
+    def _issue_ssd(self, plan: LayerPlan, token: int) -> None:
         for t in plan.ssd_prefetch:
-            self.dram_ready[t.layer] = hw.transfer(t, token)
+            self.dram_ready[t.layer] = self.hw.transfer(t, token)
+
+    def _issue_dense(self, plan: LayerPlan, token: int) -> None:
+        hw = self.hw
         for t in plan.dense_prefetch:
             wait = self.dram_ready.get(t.layer) if plan.dense_via_ssd else None
             self.attn_ready[t.layer] = self._after(wait, lambda t=t: hw.transfer(t, token))
+
+    def _issue_ffn(self, plan: LayerPlan, token: int) -> None:
+        hw = self.hw
         if plan.ffn_prefetch:
             evs = [self._after(self.dram_ready.get(t.layer), lambda t=t: hw.transfer(t, token))
                    for t in plan.ffn_prefetch]
             for layer in {t.layer for t in plan.ffn_prefetch}:
                 self.ffn_ready[layer] = self.env.all_of(
                     [e for e, t in zip(evs, plan.ffn_prefetch) if t.layer == layer])
+
+    def _issue(self, plan: LayerPlan, token: int, *, dense: bool):
+        """Process: start the plan's background transfers and its SSD demand read (serial
+        mode: wait for every pending transfer first)."""
+        env, hw = self.env, self.hw
+        self._issue_ssd(plan, token)
+        if dense:
+            self._issue_dense(plan, token)
+        self._issue_ffn(plan, token)
         if plan.lm_head_load is not None:
             self.lm_ready = hw.transfer(plan.lm_head_load, token)
+        if not self.overlap:  # serial: background work completes before anything else
+            pending = [e for e in (*self.dram_ready.values(), *self.attn_ready.values(),
+                                   *self.ffn_ready.values(), self.lm_ready)
+                       if e is not None and not e.processed]
+            if pending:
+                yield env.all_of(pending)
+        if plan.ssd_demand is not None:
+            self.dram_ready[plan.layer] = hw.transfer(plan.ssd_demand, token)
+            if not self.overlap:
+                yield self.dram_ready[plan.layer]
 
     def _ffn_inputs(self, plan: LayerPlan, token: int, marks: dict):
         """Process: cache management, wait for the layer in DRAM, then DRAM->HBM loads."""
         env, hw = self.env, self.hw
+        if hw.ov.layer_us:
+            yield hw.host_work(plan.layer, token)
+        if self.blocking_ffn_prefetch and plan.ffn_prefetch:  # the host waits for what it sends
+            sent = {t.layer for t in plan.ffn_prefetch}
+            yield env.all_of([self.ffn_ready[layer] for layer in sent])
         if plan.cache_work is not None:
             yield hw.cache_work(plan.cache_work, token)
         marks["mgmt"] = env.now
@@ -101,22 +133,19 @@ class Executor:
         token = plan.token
         start = env.now
         gpu0 = hw.gpu.busy_s
-        self._issue_background(plan, token)
-        if not self.overlap:  # serial: background work completes before anything else
-            pending = [e for e in (*self.dram_ready.values(), *self.attn_ready.values(),
-                                   *self.ffn_ready.values(), self.lm_ready)
-                       if e is not None and not e.processed]
-            if pending:
-                yield env.all_of(pending)
-        if plan.ssd_demand is not None:
-            self.dram_ready[plan.layer] = hw.transfer(plan.ssd_demand, token)
-            if not self.overlap:
-                yield self.dram_ready[plan.layer]
         marks: dict = {}
         stall_link = 0.0
-        if self.predict_after_attention:  # the predictor reads the FFN input: no overlap
+        # The predictor reads the FFN input: no load/attention overlap, and the plan (its SSD
+        # reads and loads) exists only once attention is done -- unless this layer's attention
+        # weights themselves come with the plan's transfers.
+        after = self.predict_after_attention and plan.dense_resident
+        if after:
+            self._issue_dense(plan, token)
             stall_link += yield from self._attention(plan, token)
-        if plan.predictor is not None:
+        yield from self._issue(plan, token, dense=not after)
+        if self.predict_after_attention and not after:
+            stall_link += yield from self._attention(plan, token)
+        if plan.predictor is not None and self.charge_predictor:
             yield hw.compute(plan.predictor, token)
         ffn_path = env.process(self._ffn_inputs(plan, token, marks))
         if not self.overlap:

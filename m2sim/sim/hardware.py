@@ -3,7 +3,10 @@
 Links: SSD->DRAM (one queue; latencies overlap ``queue_depth`` wide inside a job) and DRAM->HBM
 (``gpu_copy_engines`` DMA engines). Devices: the GPU (kernels serialize on one stream), the
 cache-management CPU core (the paper's single core) and the CPU cores that compute cold
-neurons (PowerInfer). Durations come from ``m2sim.cost``.
+neurons (PowerInfer). On a CPU-only machine's profile (``gpu.is_host_cpu``) the "GPU" is the
+host CPU's one compute thread: it also copies into the device cache, manages it and runs the
+CPU's FFN share, so the DRAM->HBM link, the management core and the CPU are that same server
+(only SSD reads run beside it, on I/O threads). Durations come from ``m2sim.cost``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,19 @@ class Hardware:
         self.ov = cfg.sim.overheads
         self.ssd_bytes_per_s = host.ssd_link_bytes_per_s()
         self.h2d_bytes_per_s = host.gpu_link_bytes_per_s(gpu)
-        self.links = {
-            Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
-            Link.DRAM_TO_HBM: Server(env, Link.DRAM_TO_HBM.name, host.gpu_copy_engines, log),
-        }
         self.gpu = Server(env, "GPU", 1, log)
-        self.mgmt = Server(env, "CPU_MGMT", 1, log)
-        self.cpu = Server(env, "CPU", 1, log)
+        if gpu.is_host_cpu:  # one core computes, copies into the device cache and manages it
+            self.links = {Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
+                          Link.DRAM_TO_HBM: self.gpu}
+            self.mgmt = self.cpu = self.gpu
+        else:
+            self.links = {
+                Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
+                Link.DRAM_TO_HBM: Server(env, Link.DRAM_TO_HBM.name, host.gpu_copy_engines,
+                                         log),
+            }
+            self.mgmt = Server(env, "CPU_MGMT", 1, log)
+            self.cpu = Server(env, "CPU", 1, log)
         self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
         self.gpu_compute_bound_s = 0.0
         self.cpu_weight_bytes = 0  # weights the CPU read from DRAM (cold neurons)
@@ -47,13 +56,20 @@ class Hardware:
 
     def transfer(self, t: Transfer, token: int) -> simpy.Event:
         self._link_bytes[t.link] += t.nbytes
+        on_start = None
+        if t.link is Link.SSD_TO_DRAM and self.ov.ssd_read_host_ns_per_byte:
+            host_s = t.nbytes * self.ov.ssd_read_host_ns_per_byte * 1e-9
+
+            def on_start() -> None:  # the read's I/O threads take host time as it starts
+                self.mgmt.submit(host_s, label="ssd_read_host", layer=t.layer, token=token,
+                                 role="CPU_MGMT")
         return self.links[t.link].submit(self.transfer_s(t),
                                          priority=PREFETCH if t.prefetch else DEMAND,
                                          label=t.payload.value, layer=t.layer, token=token,
-                                         nbytes=t.nbytes)
+                                         nbytes=t.nbytes, role=t.link.name, on_start=on_start)
 
     def compute(self, op: Compute, token: int) -> simpy.Event:
-        if op.device is Device.GPU:
+        if op.device is Device.GPU or self.cfg.gpu.is_host_cpu:
             dur, memory_bound = gpu_roofline(op, self.cfg.gpu, self.ov)
             if memory_bound:
                 self.gpu_memory_bound_s += dur
@@ -62,12 +78,18 @@ class Hardware:
             server = self.gpu
         else:
             dur, server = cpu_compute_s(op, self.cfg.host, self.ov), self.cpu
+        if op.device is Device.CPU:
             self.cpu_weight_bytes += op.weight_bytes
         return server.submit(dur, label=op.what, layer=op.layer, token=token,
-                             nbytes=op.weight_bytes)
+                             nbytes=op.weight_bytes, role="GPU" if server is self.gpu else "CPU")
+
+    def host_work(self, layer: int, token: int) -> simpy.Event:
+        """The executor's own per-layer work (planning, records) on the management core."""
+        return self.mgmt.submit(self.ov.layer_us * 1e-6, label="layer", layer=layer, token=token,
+                                role="CPU_MGMT")
 
     def cache_work(self, w: CacheWork, token: int) -> simpy.Event:
         dur = mgmt_s(w.ids_changed, w.ids_gathered, w.gather_bytes, self.cfg.host, self.ov,
-                     w.weights_quantized)
+                     w.weights_quantized, w.unit_loads, w.evictions)
         return self.mgmt.submit(dur, label="cache_mgmt", layer=w.layer, token=token,
-                                nbytes=w.gather_bytes)
+                                nbytes=w.gather_bytes, role="CPU_MGMT")

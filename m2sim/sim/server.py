@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import simpy
 
@@ -46,12 +47,16 @@ class Server:
         self.busy_s = 0.0
 
     def submit(self, service_s: float, *, priority: int = DEMAND, label: str = "",
-               layer: int = -1, token: int = -1, nbytes: int = 0) -> simpy.Event:
-        """Queue a job of ``service_s`` seconds; the returned event fires when it completes."""
+               layer: int = -1, token: int = -1, nbytes: int = 0,
+               role: str = "", on_start: Optional[Callable[[], None]] = None) -> simpy.Event:
+        """Queue a job of ``service_s`` seconds; the returned event fires when it completes.
+        ``role`` names the job's row in the log when one server plays several roles;
+        ``on_start`` is called when an engine starts serving the job."""
         if service_s < 0:
             raise ValueError(f"{self.name}: negative service time {service_s}")
         done = self.env.event()
-        job = (priority, next(self._seq), service_s, done, label, layer, token, nbytes)
+        job = (priority, next(self._seq), service_s, done, label, layer, token, nbytes,
+               role or self.name, on_start)
         heapq.heappush(self._queue, job)
         self._dispatch()
         return done
@@ -62,13 +67,15 @@ class Server:
             self._free -= 1
             timer = self.env.timeout(job[2])
             start_s = self.env.now
+            if job[9] is not None:
+                job[9]()
             timer.callbacks.append(lambda _ev, job=job, start_s=start_s: self._finish(job, start_s))
 
     def _finish(self, job: tuple, start_s: float) -> None:
-        priority, _, service_s, done, label, layer, token, nbytes = job
+        priority, _, service_s, done, label, layer, token, nbytes, role, _ = job
         self._free += 1
         self.busy_s += service_s
-        self._log.append(JobRecord(self.name, label, layer, token, start_s, self.env.now, nbytes,
+        self._log.append(JobRecord(role, label, layer, token, start_s, self.env.now, nbytes,
                                    priority == PREFETCH))
         done.succeed()
         self._dispatch()

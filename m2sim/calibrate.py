@@ -1,0 +1,324 @@
+"""Calibration: fit the simulator's hardware and fixed-cost knobs to measurements of a machine.
+
+Measuring lives in ``real/profile.py`` (it needs torch and the machine itself); this module only
+fits, so it is tested on synthetic measurements with known parameters. The models fitted:
+
+- affine: ``seconds = latency + units * seconds_per_unit`` (GEMV, memcpy, host->device copies,
+  SSD layer reads), least squares on *relative* error so small and large sizes both count;
+- SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes
+  ``ceil(n / min(qd, Q)) * latency + n * s / bandwidth`` -- the simulator's ``ssd_read_s``;
+- linear costs (nonnegative least squares): an FFN op = fixed + per band + per weight per
+  precision; a cache-unit load = fixed + per id + per byte;
+- residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
+  fixed host cost (``OverheadConfig.attention_us`` etc.);
+- contention: compute time lost while the SSD reader runs beside it, per byte read
+  (``OverheadConfig.ssd_read_host_ns_per_byte``).
+
+``calibrate`` turns one machine's ``Measurements`` into the values of a ``gpu``, a ``host``, an
+``ssd`` and an ``overheads`` config (plain dicts, written as YAML by the profiler).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from m2sim.cost import OverheadConfig, gpu_roofline
+from m2sim.hardware import GB, GPUConfig
+from m2sim.plan import Compute
+from m2sim.policy.preload import SEQUENTIAL_REQUEST_BYTES
+from m2sim.types import BANDS
+
+
+@dataclass(frozen=True)
+class Affine:
+    intercept: float  # seconds
+    slope: float  # seconds per unit (byte, FLOP, id)
+    rel_rms: float  # relative RMS error of the fit over the samples
+
+    def __call__(self, x: float) -> float:
+        return self.intercept + self.slope * x
+
+
+def _rel_rms(pred: np.ndarray, t: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(((pred - t) / t) ** 2)))
+
+
+def nnls(a: np.ndarray, b: np.ndarray, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Nonnegative least squares ``min |W (a x - b)|, x >= 0`` (Lawson-Hanson active set; the
+    problems here have a handful of columns)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if weights is not None:
+        a, b = a * weights[:, None], b * weights
+    # columns at unit norm: features differ by many orders of magnitude (a constant beside
+    # weights per op), and the active-set test compares their gradients
+    norm = np.linalg.norm(a, axis=0)
+    norm[norm == 0] = 1.0
+    return _nnls_unit(a / norm, b) / norm
+
+
+def _nnls_unit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = a.shape[1]
+    passive = np.zeros(n, dtype=bool)
+    x = np.zeros(n)
+    for _ in range(3 * n + 10):
+        grad = a.T @ (b - a @ x)
+        free = ~passive & (grad > 1e-12 * max(1.0, np.abs(grad).max()))
+        if not free.any():
+            break
+        passive[np.argmax(np.where(free, grad, -np.inf))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+            x[~passive] = 0.0
+    return x
+
+
+def fit_affine(x, t) -> Affine:
+    """``t = intercept + slope * x`` with intercept, slope >= 0, minimizing relative error."""
+    x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise ValueError("fit_affine needs at least two distinct sizes")
+    a = np.stack([np.ones_like(x), x], axis=1)
+    c = nnls(a, t, weights=1.0 / t)
+    return Affine(float(c[0]), float(c[1]), _rel_rms(a @ c, t))
+
+
+@dataclass(frozen=True)
+class SSDFit:
+    latency_s: float  # one request's latency (overlapped queue_depth wide)
+    bytes_per_s: float
+    queue_depth: int
+    rel_rms: float
+
+
+def ssd_batch_s(num_requests, request_bytes, qd, latency_s, bytes_per_s, queue_depth):
+    """The simulator's SSD time of a batch of requests issued ``qd`` at a time."""
+    width = np.minimum(np.asarray(qd), queue_depth)
+    waves = -(-np.asarray(num_requests) // width)
+    return waves * latency_s + np.asarray(num_requests) * np.asarray(request_bytes) / bytes_per_s
+
+
+def fit_ssd(qd, request_bytes, num_requests, seconds) -> SSDFit:
+    """Latency, bandwidth and queue depth Q of ``ssd_batch_s`` from batches of reads measured at
+    several queue depths and request sizes; Q is the candidate with the least relative error."""
+    qd, size = np.asarray(qd), np.asarray(request_bytes, dtype=float)
+    n, t = np.asarray(num_requests), np.asarray(seconds, dtype=float)
+    best: Optional[SSDFit] = None
+    for q in sorted({int(v) for v in qd} | {1}):
+        waves = -(-n // np.minimum(qd, q))
+        a = np.stack([waves, n * size], axis=1).astype(float)
+        c = nnls(a, t, weights=1.0 / t)
+        if c[1] <= 0:
+            continue
+        err = _rel_rms(a @ c, t)
+        if best is None or err < best.rel_rms * (1 - 1e-6):
+            best = SSDFit(float(c[0]), float(1.0 / c[1]), q, err)
+    if best is None:
+        raise ValueError("fit_ssd: the measurements show no bandwidth term")
+    return best
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    coef: dict[str, float]  # seconds per unit of each feature
+    rel_rms: float
+
+
+def fit_linear(features: dict[str, np.ndarray], t, *, relative: bool = True) -> LinearFit:
+    """``t = sum_k coef_k * feature_k`` with every coef >= 0 (a constant is a feature of ones),
+    minimizing relative error (or absolute error: for residuals near zero)."""
+    t = np.asarray(t, dtype=float)
+    names = list(features)
+    a = np.stack([np.asarray(features[k], dtype=float) for k in names], axis=1)
+    c = nnls(a, t, weights=1.0 / t if relative else None)
+    scale = t if relative else np.full_like(t, max(float(np.abs(t).mean()), 1e-300))
+    err = float(np.sqrt(np.mean(((a @ c - t) / scale) ** 2)))
+    return LinearFit({k: float(v) for k, v in zip(names, c)}, err)
+
+
+# ---- one machine's measurements -> config values -------------------------------------------
+
+@dataclass
+class Measurements:
+    """What ``real/profile.py`` measured (seconds are medians of repeats). Sizes in bytes.
+
+    The ops (attention, FFN, LM head) are the real backend's own code at the model's shapes;
+    ``ffn`` rows give ids per band (FP16, INT8, INT4) as the plan counts them.
+    """
+
+    gemv: list[tuple[int, float]] = field(default_factory=list)  # (weight bytes, s)
+    gemm: list[tuple[float, float]] = field(default_factory=list)  # (FLOPs, s)
+    memcpy: list[tuple[int, float]] = field(default_factory=list)  # (bytes copied, s)
+    h2d: list[tuple[int, float]] = field(default_factory=list)  # host -> device (bytes, s)
+    ssd_qd: list[tuple[int, int, int, float]] = field(default_factory=list)  # (qd, B, n, s)
+    ssd_layer: list[tuple[int, float]] = field(default_factory=list)  # (layer bytes, s)
+    attention: list[tuple[int, int, float]] = field(default_factory=list)  # (T, context, s)
+    ffn: list[tuple[int, int, int, int, float]] = field(default_factory=list)  # (T, ids x3, s)
+    lm_head: list[float] = field(default_factory=list)  # s per token
+    load: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s) to unit
+    evict: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s)
+    link: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s) to scratch
+    gather: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s) from unit
+    quantize: list[tuple[int, float]] = field(default_factory=list)  # (weights, s)
+    layer_host: list[float] = field(default_factory=list)  # executor's own s per layer
+    # the backend's decode ops with the SSD reader running beside them: (bytes read while
+    # they ran, their seconds, the same ops' seconds alone)
+    contention: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> Measurements:
+        known = {f.name for f in dataclasses.fields(Measurements)}
+        return Measurements(**{k: [tuple(r) if isinstance(r, list) else r for r in v]
+                               for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class OpShapes:
+    """The plan's ops at the measured shapes (``Planner.attention_op`` etc.), and sizes."""
+
+    attention: dict  # (T, context) -> Compute
+    ffn: dict  # (T, ids fp16, ids int8, ids int4) -> Compute
+    lm_head: Compute
+    id_weights: int  # weights of one id (neurons_per_id * ffn_mats * d_model)
+    id_bytes: tuple[int, int, int]  # bytes of one id per band
+
+
+@dataclass
+class Calibration:
+    gpu: dict
+    host: dict
+    ssd: dict
+    overheads: dict
+    fits: dict  # fit quality and intermediate values (for the profile's report)
+
+
+def _median(xs) -> float:
+    return float(np.median(np.asarray(xs, dtype=float)))
+
+
+def _residual_us(samples, ops: dict, gpu: GPUConfig, ov: OverheadConfig) -> float:
+    """Median of measured seconds minus the roofline (fixed costs 0) of the op, in us."""
+    res = [s - gpu_roofline(ops[tuple(key)], gpu, ov)[0] for *key, s in samples]
+    return max(0.0, _median(res) * 1e6)
+
+
+def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibration:
+    """Config values that make the simulator reproduce ``m`` (see the module docstring)."""
+    fits: dict = {}
+    gemv = fit_affine(*zip(*m.gemv))
+    mem_bw = 1.0 / gemv.slope
+    gemm_flops = _median([f / s for f, s in m.gemm])
+    fits["gemv"] = dataclasses.asdict(gemv)
+    copy = fit_affine(*zip(*m.memcpy))
+    dram_bw = 1.0 / copy.slope
+    fits["memcpy"] = dataclasses.asdict(copy)
+    gpu = {"memory_bandwidth_gb_per_s": mem_bw / GB, "memory_efficiency_frac": 1.0,
+           "fp32_tflops": gemm_flops / 1e12, "fp16_tflops": gemm_flops / 1e12,
+           "int8_tops": None, "compute_efficiency_frac": 1.0, "is_host_cpu": is_host_cpu}
+    base = GPUConfig(name="fit", memory_gib=1.0, memory_bandwidth_gb_per_s=mem_bw / GB,
+                     fp32_tflops=gemm_flops / 1e12, fp16_tflops=gemm_flops / 1e12,
+                     tdp_w=1.0, idle_w=0.0, die_area_mm2=1.0, process_nm=1.0, release_year=2000,
+                     memory_efficiency_frac=1.0, compute_efficiency_frac=1.0,
+                     **{f"{p.name.lower()}_dequant_ns_per_weight": 0.0 for p in BANDS})
+    zero = OverheadConfig(kernel_launch_us=0.0)
+
+    # FFN: fixed + per band + per weight per precision; the roofline's share of each weight is
+    # its bytes over the GEMV bandwidth, the rest is the separate dequantization pass
+    decode = [r for r in m.ffn if r[0] == 1]
+    feats = {"fixed": np.ones(len(decode)),
+             "band": np.array([sum(1 for c in r[1:4] if c) for r in decode], dtype=float)}
+    for b, p in enumerate(BANDS):
+        feats[p.name] = np.array([r[1 + b] * ops.id_weights for r in decode], dtype=float)
+    ffn = fit_linear(feats, [r[4] for r in decode])
+    fits["ffn"] = dataclasses.asdict(ffn)
+    for b, p in enumerate(BANDS):
+        roof = ops.id_bytes[b] / ops.id_weights / mem_bw
+        gpu[f"{p.name.lower()}_dequant_ns_per_weight"] = max(0.0, ffn.coef[p.name] - roof) * 1e9
+    base = dataclasses.replace(base, **{k: v for k, v in gpu.items() if "dequant" in k})
+
+    ov = {"kernel_launch_us": 0.0,
+          "attention_us": _residual_us(m.attention, ops.attention, base, zero),
+          "ffn_us": ffn.coef["fixed"] * 1e6, "ffn_band_us": ffn.coef["band"] * 1e6,
+          "lm_head_us": _residual_us([(s,) for s in m.lm_head], {(): ops.lm_head}, base, zero)}
+
+    # DRAM -> device: a copy to scratch is the link (per load + per byte); a load into the
+    # cache unit adds bookkeeping (per band + per id); so do evictions; an FFN over part of a
+    # unit gathers its rows (per band + reading and writing them at memory bandwidth)
+    def per_band(rows):
+        return (np.ones(len(rows)), np.array([n for _, n, _ in rows], dtype=float),
+                np.array([n * ops.id_bytes[b] for b, n, _ in rows], dtype=float),
+                np.array([s for *_, s in rows], dtype=float))
+
+    host = {"dram_bandwidth_gb_per_s": dram_bw / GB,
+            "cpu_gflops_per_core": gemm_flops / 1e9}
+    ones, ids, nbytes, t = per_band(m.link if is_host_cpu else m.load)
+    link = fit_linear({"call": ones, "byte": nbytes}, t)
+    fits["link"] = dataclasses.asdict(link)
+    link_bw = 1.0 / link.coef["byte"] if link.coef["byte"] > 0 else dram_bw
+    if is_host_cpu:  # a load is the one copy into the device's memory
+        host.update(gpu_link_gb_per_s=link_bw / GB, gpu_link_latency_us=link.coef["call"] * 1e6)
+        ov.update(staged_gather=False, gather_per_id_ns=0.0)
+    else:  # gathered into pinned staging on the CPU, then copied over the link
+        h2d = fit_affine(*zip(*m.h2d))
+        fits["h2d"] = dataclasses.asdict(h2d)
+        host.update(gpu_link_gb_per_s=1.0 / h2d.slope / GB,
+                    gpu_link_latency_us=(h2d.intercept + link.coef["call"]) * 1e6)
+        ov.update(staged_gather=True, gather_per_id_ns=0.0,
+                  gather_efficiency_frac=min(1.0, link_bw / dram_bw))
+    ones, ids, nbytes, t = per_band(m.load)
+    unit = fit_linear({"band": ones, "id": ids}, t - (link.coef["call"] + nbytes / link_bw),
+                      relative=False)
+    ones, ids, _, t = per_band(m.evict)
+    ev = fit_linear({"band": ones, "id": ids}, t)
+    fits["unit_load"], fits["evict"] = dataclasses.asdict(unit), dataclasses.asdict(ev)
+    ov.update(cache_mgmt_per_layer_us=0.0, cache_mgmt_per_id_ns=0.0,
+              unit_load_per_band_us=unit.coef["band"] * 1e6,
+              unit_load_per_id_ns=unit.coef["id"] * 1e9,
+              evict_per_band_us=ev.coef["band"] * 1e6, evict_per_id_ns=ev.coef["id"] * 1e9)
+    if m.gather:
+        _, _, nbytes, t = per_band(m.gather)
+        ov["ffn_gather_per_band_us"] = max(0.0, _median(t - 2 * nbytes / mem_bw) * 1e6)
+    ov["cpu_efficiency_frac"] = min(1.0, mem_bw / dram_bw)
+    if m.quantize:
+        q = fit_affine(*zip(*m.quantize))
+        ov["quantize_ns_per_weight"] = q.slope * 1e9
+        fits["quantize"] = dataclasses.asdict(q)
+    if m.contention:  # compute time lost while the SSD reader ran, per byte it read
+        lost = [max(0.0, loaded - alone) / nread for nread, loaded, alone in m.contention
+                if nread]
+        if lost:
+            ov["ssd_read_host_ns_per_byte"] = _median(lost) * 1e9
+    if m.layer_host:
+        ov["layer_us"] = _median(m.layer_host) * 1e6
+
+    ssd: dict = {}
+    if m.ssd_qd:
+        f = fit_ssd(*zip(*m.ssd_qd))
+        fits["ssd_qd"] = dataclasses.asdict(f)
+        ssd.update(read_latency_us=f.latency_s * 1e6, queue_depth=f.queue_depth,
+                   seq_read_gb_per_s=f.bytes_per_s / GB)
+    if m.ssd_layer:
+        # DECISION: the preloader's whole-layer reads (every stored precision at once, split
+        # over the reader's threads) set latency and bandwidth, and are one wave of requests
+        # (the simulator issues them as 1 MiB requests): the policies validated read layers
+        lay = fit_affine(*zip(*m.ssd_layer))
+        fits["ssd_layer"] = dataclasses.asdict(lay)
+        most = max(-(-b // SEQUENTIAL_REQUEST_BYTES) for b, _ in m.ssd_layer)
+        ssd.update(seq_read_gb_per_s=1.0 / lay.slope / GB, read_latency_us=lay.intercept * 1e6,
+                   queue_depth=max(ssd.get("queue_depth", 1), most))
+    return Calibration(gpu=gpu, host=host, ssd=ssd, overheads=ov, fits=fits)

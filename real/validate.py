@@ -1,0 +1,135 @@
+"""Sim-to-real validation: one configuration on the real backend and in the simulator, on the
+same recorded activation trace, compared (``experiments/validate_sim.py`` drives it).
+
+The real backend replays the trace (``real.predictor=TRACE``); the simulator replays it with
+this machine's profile (``gpu=P host=P sim/overheads=P``), ``sim.predict_after_attention=true``
+(the real predictor reads the FFN input) and ``sim.charge_predictor=false`` (no predictor
+runs). Both run the same policy code on the same trace, so bytes per link and hit rates must
+agree exactly; the latency difference is the simulator's error on this machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from m2sim.compose import load_config
+from m2sim.hardware import check_profile
+from m2sim.sim.engine import simulate
+from real.profile import machine_identity
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    what: str  # one line: what this configuration varies
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: str
+    profile: str  # the gpu/host/sim.overheads option written by real.profile
+    checkpoint: Optional[str]
+    store: str
+    prompt_tokens: int
+    output_tokens: int
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    conf_dir: Optional[str] = None  # where the profile's configs are, if not in conf/
+
+    def workload(self) -> list[str]:
+        extra = [f"hydra.searchpath=[file://{Path(self.conf_dir).resolve()}]"] \
+            if self.conf_dir else []
+        return [*extra, f"model={self.model}", f"workload.prompt_tokens={self.prompt_tokens}",
+                f"workload.output_tokens={self.output_tokens}", f"gpu={self.profile}",
+                f"host={self.profile}", f"sim/overheads={self.profile}"]
+
+    def real(self) -> list[str]:
+        out = [f"real.store_dir={self.store}", f"real.device={self.device}",
+               f"real.dtype={self.dtype}", f"real.torch_threads={self.threads}"]
+        return out + ([f"real.checkpoint={self.checkpoint}"] if self.checkpoint else [])
+
+
+def check_setup(s: Setup) -> None:
+    """Refuse a profile of another machine, an older profile schema, or other model shapes."""
+    cfg = load_config(*s.workload())
+    here = machine_identity(s.device)
+    for field, node in (("gpu", cfg.gpu), ("host", cfg.host), ("sim.overheads",
+                                                                cfg.sim.overheads)):
+        check_profile(node.profile, field=field, machine=here, model=cfg.model)
+
+
+def real_run(s: Setup, *overrides: str) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+
+    from m2sim.cli import to_config
+    from m2sim.compose import CONF_DIR
+    from real.config import register_real_configs
+    from real.run import run_real
+
+    register_real_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        d = compose(config_name="real", overrides=[*s.workload(), *s.real(), *overrides])
+    return run_real(to_config(d)).summary
+
+
+def record_trace(s: Setup, path: Path, *overrides: str) -> Path:
+    """The activation trace every configuration replays: a live run of the real backend
+    (its predictor: the store's low-rank one, else the oracle)."""
+    real_run(s, "policy=m2cache", f"real.record_trace={path}", *overrides)
+    return path
+
+
+def replay(trace: Path) -> list[str]:
+    return ["trace=replay", f"trace.path={trace}"]
+
+
+def sim_run(s: Setup, trace: Path, case: Case) -> dict[str, Any]:
+    cfg = load_config(*s.workload(), *replay(trace), "sim.predict_after_attention=true",
+                      "sim.charge_predictor=false", "sim.blocking_ffn_prefetch=true",
+                      "sim.progress=false", *case.overrides)
+    return simulate(cfg).summary
+
+
+def _err(sim: Optional[float], real: Optional[float]) -> Optional[float]:
+    return None if sim is None or not real else (sim - real) / real
+
+
+def compare(case: Case, reals: Sequence[dict], sim: dict) -> dict[str, Any]:
+    """One row of the validation table: real medians (and spread) beside the simulation."""
+    row: dict[str, Any] = {"config": case.name, "what": case.what, "policy": sim["policy"],
+                           "repeats": len(reals)}
+    for key, name in (("tpot_s", "tpot_ms"), ("ttft_s", "ttft_ms"),
+                      ("tokens_per_s", "tokens_per_s")):
+        vals = [r[key] for r in reals]
+        scale = 1e3 if name.endswith("_ms") else 1.0
+        med = statistics.median(vals)
+        row[f"real_{name}"] = med * scale
+        row[f"real_{name}_min"] = min(vals) * scale
+        row[f"real_{name}_max"] = max(vals) * scale
+        row[f"sim_{name}"] = sim[key] * scale
+        row[f"err_{name}"] = _err(sim[key], med)
+    r0 = reals[0]
+    for link, b in sim["bytes_by_link"].items():
+        row[f"real_bytes_{link}"] = r0["bytes_by_link"][link]
+        row[f"sim_bytes_{link}"] = b
+    for tier, h in sim["hit_rate_by_tier"].items():
+        row[f"real_hit_{tier}"] = r0["hit_rate_by_tier"][tier]
+        row[f"sim_hit_{tier}"] = h
+    row["bytes_match"] = all(r["bytes_by_link"] == sim["bytes_by_link"] for r in reals)
+    row["hits_match"] = all(r["hit_rate_by_tier"] == sim["hit_rate_by_tier"] for r in reals)
+    row["real_peak_dram_bytes"] = r0["peak_bytes_by_tier"]["dram"]
+    me = r0.get("measured_energy") or {}
+    measured = [r.get("measured_energy", {}).get("measured_energy_j") for r in reals]
+    row["real_energy_j"] = (statistics.median(measured) if all(m is not None for m in measured)
+                            else None)
+    row["sim_energy_j"] = sim.get("energy_j")
+    row["err_energy"] = _err(row["sim_energy_j"], row["real_energy_j"])
+    row["energy_note"] = me.get("measured_method", "off") if row["real_energy_j"] is not None \
+        else me.get("measured_note", "not measured")
+    return row

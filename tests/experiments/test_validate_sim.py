@@ -1,0 +1,41 @@
+"""The sim-to-real validation end to end on the tiny model: profile this machine, record a
+trace, run every configuration on the real backend and in the simulator, write the table.
+Timings are not asserted (CI machines are noisy); the table's columns and the exact agreement
+of bytes and hit rates are."""
+
+import pytest
+
+pytest.importorskip("torch")
+
+from experiments.validate_sim import cases, validate  # noqa: E402
+from real.profile import Options, profile  # noqa: E402
+from real.tiny import save_tiny_llama  # noqa: E402
+from real.validate import Setup  # noqa: E402
+
+COLUMNS = ["config", "what", "policy", "repeats",
+           *[f"{side}_{m}" for m in ("tpot_ms", "ttft_ms", "tokens_per_s") for side in
+             ("real", "sim")],
+           "err_tpot_ms", "err_ttft_ms", "err_tokens_per_s", "real_tpot_ms_min", "real_tpot_ms_max",
+           "real_bytes_SSD_TO_DRAM", "sim_bytes_SSD_TO_DRAM", "real_bytes_DRAM_TO_HBM",
+           "sim_bytes_DRAM_TO_HBM", "real_hit_hbm", "sim_hit_hbm", "real_hit_dram",
+           "sim_hit_dram", "bytes_match", "hits_match", "real_energy_j", "sim_energy_j",
+           "energy_note"]
+
+
+def test_validation_table_on_the_tiny_model(tmp_path):
+    ckpt = save_tiny_llama(tmp_path / "ckpt")
+    store = tmp_path / "store"
+    profile(Options(model="tiny", name="tiny_ci", checkpoint=str(ckpt), store=str(store),
+                    conf_dir=tmp_path / "conf", out_json=tmp_path / "p.json", quick=True,
+                    tokens=2))
+    s = Setup(model="tiny", profile="tiny_ci", checkpoint=str(ckpt), store=str(store),
+              prompt_tokens=8, output_tokens=5, conf_dir=str(tmp_path / "conf"))
+    df = validate(s, tmp_path / "out", repeats=1)
+    assert len(df) == len(cases("tiny")) >= 8
+    assert set(COLUMNS) <= set(df.columns)
+    assert df.bytes_match.all() and df.hits_match.all()
+    assert (df.real_tpot_ms > 0).all() and (df.sim_tpot_ms > 0).all()
+    assert (df.sim_bytes_SSD_TO_DRAM > 0).any()  # some configurations read from SSD
+    md = (tmp_path / "out" / "validate_sim.md").read_text()
+    assert "TPOT err" in md and f"{len(df)} configurations" in md
+    assert (tmp_path / "out" / "validate_sim.csv").is_file()

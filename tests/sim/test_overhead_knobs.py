@@ -1,0 +1,182 @@
+"""Exact-time checks of the knobs a machine profile sets (sim-to-real, issue 5): each adds
+exactly its closed form, and each is off by default (existing behaviour unchanged)."""
+
+import dataclasses
+
+import pytest
+import simpy
+
+from m2sim.cost import OverheadConfig, gpu_roofline, mgmt_s
+from m2sim.hardware import PCIE_GB_PER_S_PER_LANE
+from m2sim.plan import Compute, Payload, Transfer
+from m2sim.sim.engine import simulate
+from m2sim.sim.hardware import Hardware
+from m2sim.types import Device, Link, Precision
+
+TINY = ["model=tiny", "workload=tiny", "gpu=t4", "host=server_pcie4"]
+
+
+def _op(what="ffn", weights=(1000, 2000, 3000), **kw):
+    return Compute(device=Device.GPU, what=what, layer=0, weights=weights,
+                   weight_bytes=kw.pop("weight_bytes", 4000), **kw)
+
+
+def test_new_knobs_are_off_by_default():
+    ov = OverheadConfig()
+    assert (ov.attention_us, ov.ffn_us, ov.ffn_band_us, ov.lm_head_us, ov.layer_us) == (0,) * 5
+    assert (ov.unit_load_per_band_us, ov.unit_load_per_id_ns, ov.evict_per_band_us,
+            ov.evict_per_id_ns) == (0,) * 4
+    assert ov.ffn_gather_per_band_us is None and ov.staged_gather
+    assert ov.ssd_read_host_ns_per_byte == 0
+
+
+def test_ssd_reads_take_host_time_on_the_management_core_as_they_start(make_cfg):
+    cfg = make_cfg(*TINY, "sim.overheads.ssd_read_host_ns_per_byte=0.05")
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, cfg, log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    first = hw.transfer(t, 0)
+    second = hw.transfer(t, 0)  # queued behind the first: its host time starts when it does
+    env.run(env.all_of([first, second]))
+    env.run()  # drain
+    host = [r for r in log if r.label == "ssd_read_host"]
+    assert [r.end_s - r.start_s for r in host] == pytest.approx([2e-4, 2e-4], rel=1e-12)
+    assert hw.transfer_s(t) > 2e-4  # the core is free again when the second read starts
+    assert host[0].start_s == 0.0
+    assert host[1].start_s == pytest.approx(hw.transfer_s(t), rel=1e-12)
+    assert hw.mgmt.busy_s == pytest.approx(4e-4, rel=1e-12)
+    plain = Hardware(simpy.Environment(), make_cfg(*TINY), [])
+    assert plain.transfer_s(t) == hw.transfer_s(t)  # the link's own time is unchanged
+
+
+def test_ssd_host_time_slows_an_ssd_bound_host_cpu_run(make_cfg):
+    over = [*TINY, "policy=m2cache", "policy.dram_cache.fixed_layers=1", "gpu.is_host_cpu=true"]
+    a = simulate(make_cfg(*over)).summary
+    b = simulate(make_cfg(*over, "sim.overheads.ssd_read_host_ns_per_byte=5")).summary
+    assert a["bytes_by_link"] == b["bytes_by_link"] and b["bytes_by_link"]["SSD_TO_DRAM"] > 0
+    assert b["tpot_s"] > a["tpot_s"]
+
+
+def test_op_fixed_costs_add_exactly(make_cfg):
+    g = make_cfg(*TINY).gpu
+    base = OverheadConfig()
+    ov = OverheadConfig(attention_us=300, ffn_us=20, ffn_band_us=100, lm_head_us=4000)
+    d = {w: gpu_roofline(_op(w), g, ov)[0] - gpu_roofline(_op(w), g, base)[0]
+         for w in ("attention", "ffn", "lm_head", "predictor")}
+    assert d["attention"] == pytest.approx(300e-6, rel=1e-12)
+    assert d["ffn"] == pytest.approx((20 + 3 * 100) * 1e-6, rel=1e-12)
+    assert d["lm_head"] == pytest.approx(4000e-6, rel=1e-12)
+    assert d["predictor"] == 0.0
+    two = _op("ffn", weights=(1000, 0, 3000))
+    assert gpu_roofline(two, g, ov)[0] - gpu_roofline(two, g, base)[0] == pytest.approx(220e-6)
+
+
+def test_separate_dequant_pass_adds_per_weight_on_ffn_ops_only(make_cfg):
+    g = make_cfg(*TINY).gpu
+    ov = OverheadConfig()
+    gp = dataclasses.replace(g, fp16_dequant_ns_per_weight=0.5, int8_dequant_ns_per_weight=1.0,
+                             int4_dequant_ns_per_weight=2.0)
+    # the pass replaces the in-kernel ALU dequantization: compare with it switched off
+    g0 = dataclasses.replace(g, fp16_dequant_ns_per_weight=0.0, int8_dequant_ns_per_weight=0.0,
+                             int4_dequant_ns_per_weight=0.0)
+    ffn = _op("ffn")
+    extra = (1000 * 0.5 + 2000 * 1.0 + 3000 * 2.0) * 1e-9
+    assert gpu_roofline(ffn, gp, ov)[0] - gpu_roofline(ffn, g0, ov)[0] == pytest.approx(extra)
+    att = _op("attention")
+    assert gpu_roofline(att, gp, ov)[0] == gpu_roofline(att, g0, ov)[0]
+    assert gp.dequant_ops_per_weight(Precision.INT4) == 0.0
+
+
+def test_ffn_gather_costs_bands_plus_bytes_read_and_written(make_cfg):
+    g = make_cfg(*TINY).gpu
+    op = _op("ffn", gather=True, weight_bytes=8000)
+    off = gpu_roofline(op, g, OverheadConfig())[0]
+    on = gpu_roofline(op, g, OverheadConfig(ffn_gather_per_band_us=50))[0]
+    assert on - off == pytest.approx(3 * 50e-6 + 2 * 8000 / g.memory_bytes_per_s, rel=1e-12)
+    plain = _op("ffn", weight_bytes=8000)  # an ATU unit: no gather
+    assert gpu_roofline(plain, g, OverheadConfig(ffn_gather_per_band_us=50))[0] == \
+        gpu_roofline(plain, g, OverheadConfig())[0]
+
+
+def test_unit_load_and_eviction_bookkeeping(make_cfg):
+    host = make_cfg(*TINY).host
+    ov = OverheadConfig(cache_mgmt_per_layer_us=0, cache_mgmt_per_id_ns=0, unit_load_per_band_us=7,
+                        unit_load_per_id_ns=11, evict_per_band_us=13, evict_per_id_ns=17)
+    t = mgmt_s(0, 0, 0, host, ov, unit_loads=(10, 0, 20), evictions=(5, 5, 5))
+    assert t == pytest.approx(2 * 7e-6 + 30 * 11e-9 + 3 * 13e-6 + 15 * 17e-9, rel=1e-12)
+    staged = mgmt_s(4, 4, 4096, host, OverheadConfig())
+    direct = mgmt_s(4, 4, 4096, host, OverheadConfig(staged_gather=False))
+    assert staged - direct == pytest.approx(4096 / (host.dram_bytes_per_s * 0.5) + 4 * 50e-9)
+
+
+def test_measured_link_bandwidth_overrides_pcie(make_cfg):
+    cfg = make_cfg(*TINY)
+    assert cfg.host.gpu_link_bytes_per_s(cfg.gpu) == pytest.approx(
+        PCIE_GB_PER_S_PER_LANE[3] * 16 * 1e9 * cfg.host.pcie_efficiency_frac)  # T4: PCIe 3
+    cfg = make_cfg(*TINY, "host.gpu_link_gb_per_s=3.5")
+    assert cfg.host.gpu_link_bytes_per_s(cfg.gpu) == 3.5e9
+
+
+def test_host_cpu_device_serializes_copies_management_and_compute(make_cfg):
+    """gpu.is_host_cpu: one thread copies, manages and computes: jobs never overlap."""
+    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true")
+    env = simpy.Environment()
+    hw = Hardware(env, cfg, [])
+    assert hw.links[Link.DRAM_TO_HBM] is hw.gpu is hw.mgmt is hw.cpu
+    assert hw.links[Link.SSD_TO_DRAM] is not hw.gpu
+    t = Transfer(link=Link.DRAM_TO_HBM, payload=Payload.FFN_NEURONS, layer=0, nbytes=10**6,
+                 prefetch=False)
+    op = _op("ffn")
+    events = [hw.transfer(t, 0), hw.compute(op, 0),
+              hw.compute(dataclasses.replace(op, device=Device.CPU, what="ffn_cold"), 0)]
+    env.run(env.all_of(events))
+    expected = hw.transfer_s(t) + 2 * gpu_roofline(op, cfg.gpu, cfg.sim.overheads)[0]
+    assert env.now == pytest.approx(expected, rel=1e-12)
+
+
+def test_host_cpu_run_reports_bytes_per_link(make_cfg):
+    over = [*TINY, "policy=m2cache", "sim.predict_after_attention=true"]
+    a = simulate(make_cfg(*over)).summary
+    b = simulate(make_cfg(*over, "gpu.is_host_cpu=true")).summary
+    assert a["bytes_by_link"] == b["bytes_by_link"] and b["bytes_by_link"]["DRAM_TO_HBM"] > 0
+    assert b["tpot_s"] >= a["tpot_s"] * (1 - 1e-12)  # nothing overlaps with the copies any more
+
+
+def test_layer_us_adds_exactly_per_layer_in_a_serial_run(make_cfg):
+    over = [*TINY, "policy=m2cache", "sim.overlap=false"]
+    base = simulate(make_cfg(*over)).summary["tpot_s"]
+    more = simulate(make_cfg(*over, "sim.overheads.layer_us=250")).summary["tpot_s"]
+    assert more - base == pytest.approx(4 * 250e-6, rel=1e-9)  # 4 layers
+
+
+def test_uncharged_predictor_removes_exactly_its_kernels(make_cfg):
+    over = [*TINY, "policy=m2cache", "sim.overlap=false"]
+    cfg = make_cfg(*over)
+    base = simulate(cfg).summary["tpot_s"]
+    free = simulate(make_cfg(*over, "sim.charge_predictor=false")).summary["tpot_s"]
+    from m2sim.build import build_run
+    from m2sim.planner import Planner
+
+    planner = Planner(build_run(cfg, cfg.policy), num_decode_tokens=2)
+    for layer in range(4):
+        planner.prefill(layer, cfg.workload.prompt_tokens)
+    pred = planner.decode(0, 0, cfg.workload.prompt_tokens + 1).predictor
+    per_layer = gpu_roofline(pred, cfg.gpu, cfg.sim.overheads)[0]
+    assert base - free == pytest.approx(4 * per_layer, rel=1e-9)
+
+
+def test_blocking_ffn_prefetch_waits_for_what_it_sends(make_cfg):
+    over = ["model=tiny", "workload=tiny", "gpu=t4", "host=paper_3090", "policy=zero_infinity",
+            "policy.placement.mode=RESIDENT", "policy.dram_cache.fixed_layers=1",
+            "host.pcie_efficiency_frac=0.05"]
+    bg = simulate(make_cfg(*over)).summary
+    fg = simulate(make_cfg(*over, "sim.blocking_ffn_prefetch=true")).summary
+    assert fg["bytes_by_link"] == bg["bytes_by_link"]
+    assert fg["tpot_s"] > bg["tpot_s"]  # the sends no longer hide behind the layer's FFN
+    serial = [simulate(make_cfg(*over, "sim.overlap=false",
+                                f"sim.blocking_ffn_prefetch={x}")).summary["tpot_s"]
+              for x in ("false", "true")]
+    assert serial[0] == pytest.approx(serial[1], rel=1e-12)
+
