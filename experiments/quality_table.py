@@ -28,8 +28,8 @@ from real.predictor import (
     PredictorFormatError,
     collect_samples,
     metrics_table,
-    train_predictor,
 )
+from real.predictor_training import fit_predictor, install_predictor, text_ids
 from real.quality import (
     FFNTables,
     banded_model,
@@ -59,13 +59,15 @@ def get_predictors(model, encode, args) -> dict[str, LowRankPredictor]:
             print(f"training {name} ({e})")
         t0 = time.perf_counter()
         if samples is None:  # collected once, shared by every label fraction
-            train = collect_samples(model, heldout_ids(encode, args.train_tokens, start_frac=0.5))
-            heldout = collect_samples(model, heldout_ids(encode, 1024, start_frac=0.8))
-            samples = (train, heldout)
+            train_ids, test_ids = text_ids(encode)  # the text from 50% on, and from 80% on
+            if len(train_ids) < args.train_tokens:
+                raise SystemExit(f"--train-tokens: at most {len(train_ids)} (the training text)")
+            samples = (collect_samples(model, train_ids[:args.train_tokens]),
+                       collect_samples(model, test_ids[:1024]))
             print(f"collected FFN inputs in {time.perf_counter() - t0:.0f} s")
-        pred = train_predictor(samples[0], PredictorConfig(active_frac=0.5, label_frac=label))
-        preds[name] = pred.with_metrics(pred.evaluate(samples[1]))
-        preds[name].save(where)
+        cfg = PredictorConfig(active_frac=0.5, label_frac=label)
+        preds[name] = fit_predictor(*samples, cfg)
+        install_predictor(preds[name], where)
         print(f"{name} trained in {time.perf_counter() - t0:.0f} s")
     return preds
 

@@ -2,6 +2,7 @@
 
 Tier budgets are the same fields the simulator reads: ``gpu.memory_gib`` (device memory, a
 budgeted pool on CPU), ``host.dram_gib`` (DRAM cache), and the store on disk stands for the SSD.
+``real.predictor_train`` is read only by ``m2real-train-predictor`` (real/train_predictor.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,47 @@ class PredictorKind(Enum):
 
 
 @dataclass
+class PredictorTrainConfig:
+    """How ``m2real-train-predictor`` trains the low-rank predictor saved in ``<store>/predictor``.
+
+    Text, split and defaults: real/predictor_training.py; the fields up to ``seed`` are
+    ``real.predictor.PredictorConfig``'s.
+    """
+
+    rank: int = 128  # r of Linear(d_model, r) -> Linear(r, d_ff); at most d_model
+    # DECISION: positives are each token's top 20% of neurons by importance while the predictor
+    # runs its top active_frac: on SmolLM2, keep-0.5 perplexity 20.5 against 27.9 with labels =
+    # the top 50%, at about the same recall (results/predictor_metrics.csv, quality_table.py).
+    label_frac: Optional[float] = 0.2  # null: active_frac
+    active_frac: Optional[float] = None  # null: trace.active_frac, else model.active_frac (m2real's)
+    epochs: int = 6
+    batch_tokens: int = 256
+    lr: float = 1e-2  # peak of the one-cycle schedule (Adam)
+    weight_decay: float = 0.0
+    seed: int = 0
+    train_tokens: int = 6144  # from 50% of the text on (SmolLM2, 2 cores: ~70 s of forwards,
+    # ~30 s of training)
+    heldout_tokens: int = 1024  # from 80% of the text on: the reported recall
+    window_tokens: int = 512  # length of each dense forward that collects FFN inputs
+
+    def __post_init__(self) -> None:
+        f = "real.predictor_train."
+        check_range(f + "rank", self.rank, 1, 65536)
+        check_range(f + "label_frac", self.label_frac, 0.0, 1.0, lo_open=True, hi_open=True,
+                    optional=True)
+        check_range(f + "active_frac", self.active_frac, 0.0, 1.0, lo_open=True, hi_open=True,
+                    optional=True)
+        check_range(f + "epochs", self.epochs, 1, 10_000)
+        check_range(f + "batch_tokens", self.batch_tokens, 1, 1_000_000)
+        check_range(f + "lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range(f + "weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range(f + "seed", self.seed, 0, 2**63 - 1)
+        check_range(f + "train_tokens", self.train_tokens, 1, 10_000_000)
+        check_range(f + "heldout_tokens", self.heldout_tokens, 1, 10_000_000)
+        check_range(f + "window_tokens", self.window_tokens, 1, 1_000_000)
+
+
+@dataclass
 class RealConfig:
     device: str = "cpu"  # "cpu" or "cuda[:i]"
     checkpoint: Optional[str] = None  # HF LLaMA dir or .gguf; None: the model's bundled file
@@ -38,6 +80,7 @@ class RealConfig:
     dtype: str = "float32"
     stop_at_eos: bool = False  # False: always generate workload.output_tokens (as the paper)
     measure_energy: bool = True  # RAPL / NVML where readable (m2sim's real/energy.py)
+    predictor_train: PredictorTrainConfig = field(default_factory=PredictorTrainConfig)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):

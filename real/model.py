@@ -306,5 +306,7 @@ def record_ffn(model: Transformer, tokens: Tensor) -> tuple[Tensor, Tensor]:
         inputs.append(h_normed[0])
         importance.append(imp[0])
 
-    model(tokens, model.new_cache(max_len=tokens.shape[1]), 0, ffn_record_fn=record)
+    # last_only: the LM head over all T would cost ~10% more (SmolLM2) for unused logits
+    model(tokens, model.new_cache(max_len=tokens.shape[1]), 0, ffn_record_fn=record,
+          last_only=True)
     return torch.stack(inputs), torch.stack(importance)

@@ -36,6 +36,17 @@ def heldout_text() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
+def topic_start(text: str, start_frac: float) -> int:
+    """Index of the first topic (after a blank line) at or after ``start_frac`` of ``text``;
+    0 for ``start_frac`` = 0, ``len(text)`` when no topic starts after it."""
+    if not 0.0 <= start_frac < 1.0:
+        raise ValueError(f"start_frac must be in [0, 1), got {start_frac}")
+    if start_frac == 0.0:
+        return 0
+    cut = text.find("\n\n", int(start_frac * len(text)))
+    return cut + 2 if cut >= 0 else len(text)
+
+
 def heldout_ids(encode, num_tokens: int, *, start_frac: float = 0.0) -> list[int]:
     """The first ``num_tokens`` token ids of ``heldout_text()`` under ``encode(text)``.
 
@@ -43,11 +54,7 @@ def heldout_ids(encode, num_tokens: int, *, start_frac: float = 0.0) -> list[int
     fraction of its characters: disjoint slices for training, evaluation and prompts.
     """
     text = heldout_text()
-    if not 0.0 <= start_frac < 1.0:
-        raise ValueError(f"start_frac must be in [0, 1), got {start_frac}")
-    if start_frac > 0.0:
-        cut = text.find("\n\n", int(start_frac * len(text)))
-        text = text[cut + 2:] if cut >= 0 else ""
+    text = text[topic_start(text, start_frac):]
     ids = encode(text[: num_tokens * 12])  # >= 2 characters per token on this text
     if len(ids) < num_tokens:
         ids = encode(text)
