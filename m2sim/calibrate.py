@@ -160,6 +160,7 @@ class Measurements:
 
     gemv: list[tuple[int, float]] = field(default_factory=list)  # (weight bytes, s)
     gemm: list[tuple[float, float]] = field(default_factory=list)  # (FLOPs, s)
+    cpu_gemm: list[tuple[float, float]] = field(default_factory=list)  # on the host CPU (GPU runs)
     memcpy: list[tuple[int, float]] = field(default_factory=list)  # (bytes copied, s)
     h2d: list[tuple[int, float]] = field(default_factory=list)  # host -> device (bytes, s)
     ssd_qd: list[tuple[int, int, int, float]] = field(default_factory=list)  # (qd, B, n, s)
@@ -265,7 +266,8 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
                 np.array([s for *_, s in rows], dtype=float))
 
     host = {"dram_bandwidth_gb_per_s": dram_bw / GB,
-            "cpu_gflops_per_core": gemm_flops / 1e9}
+            "cpu_gflops_per_core": (_median([f / s for f, s in m.cpu_gemm]) if m.cpu_gemm
+                                    else gemm_flops) / 1e9}
     ones, ids, nbytes, t = per_band(m.link if is_host_cpu else m.load)
     link = fit_linear({"call": ones, "byte": nbytes}, t)
     fits["link"] = dataclasses.asdict(link)

@@ -56,6 +56,10 @@ class SimConfig:
     # each -- first for its layer to be in DRAM, then for the copy -- before going on with the
     # layer that sends it (m2real's executor). False: those loads run in the background.
     blocking_ffn_prefetch: bool = False
+    # True: one host thread issues every kernel, copy and cache update and waits for each
+    # (m2real's executor): GPU, DRAM->HBM link and management core are one server, only SSD
+    # reads run beside it. A CPU-only profile (gpu.is_host_cpu) implies it.
+    single_host_thread: bool = False
     chrome_trace: bool = False  # also write timeline.json (Chrome/Perfetto trace events)
     progress: bool = True  # progress bar on runs of many tokens (stderr)
     parquet: bool = True  # write tables as parquet besides CSV

@@ -172,6 +172,8 @@ def measure(o: Options) -> tuple[Measurements, dict]:
             meas.memcpy += mb.memcpy_rows(sizes, reps)
             if device.type == "cuda":
                 meas.h2d += mb.h2d_rows(device, sizes, reps)
+                meas.cpu_gemm += mb.gemm_rows(m.d_model, 64, torch.float32,
+                                              torch.device("cpu"), reps)
             bar.update(1)
             bar.set_postfix_str("SSD (O_DIRECT)")
             with SSDReader(store) as reader:

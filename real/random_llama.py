@@ -38,5 +38,7 @@ def save_random_llama(out: Path, cfg: ModelConfig, *, seed: int = 0, init_std: f
             t = (torch.randn(p.shape, generator=gen) * init_std).to(torch.float16)
         state[name] = t
     model.load_state_dict(state, assign=True, strict=False)
+    if cfg.tie_embeddings:  # assign=True replaced the shared tensor: tie the LM head again
+        model.lm_head.weight = model.model.embed_tokens.weight
     model.save_pretrained(out, max_shard_size=max_shard_size)
     return Path(out)

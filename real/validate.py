@@ -3,9 +3,11 @@ same recorded activation trace, compared (``experiments/validate_sim.py`` drives
 
 The real backend replays the trace (``real.predictor=TRACE``); the simulator replays it with
 this machine's profile (``gpu=P host=P sim/overheads=P``), ``sim.predict_after_attention=true``
-(the real predictor reads the FFN input) and ``sim.charge_predictor=false`` (no predictor
-runs). Both run the same policy code on the same trace, so bytes per link and hit rates must
-agree exactly; the latency difference is the simulator's error on this machine.
+(the real predictor reads the FFN input), ``sim.charge_predictor=false`` (no predictor
+runs), ``sim.blocking_ffn_prefetch=true`` and ``sim.single_host_thread=true`` (one Python
+thread issues and waits for every op, copy and cache update). Both run the same policy code on
+the same trace, so bytes per link and hit rates must agree exactly; the latency difference is
+the simulator's error on this machine.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def replay(trace: Path) -> list[str]:
 def sim_run(s: Setup, trace: Path, case: Case) -> dict[str, Any]:
     cfg = load_config(*s.workload(), *replay(trace), "sim.predict_after_attention=true",
                       "sim.charge_predictor=false", "sim.blocking_ffn_prefetch=true",
+                      "sim.single_host_thread=true",
                       "sim.progress=false", *case.overrides)
     return simulate(cfg).summary
 

@@ -153,7 +153,8 @@ def sim_activity(run: Run, hw: Hardware, mem: MemoryTracker, runtime_s: float) -
     gpu_busy = hw.gpu_compute_bound_s + hw.gpu_memory_bound_s
     ssd = hw.links[Link.SSD_TO_DRAM]
     w = run.cfg.workload
-    if hw.mgmt is hw.gpu:  # the "GPU" is the CPU (gpu.is_host_cpu): its other work, one core
+    if hw.mgmt is hw.gpu:  # one host thread (gpu.is_host_cpu, sim.single_host_thread): the
+        # time it spent outside kernels is one core's
         cpu_core_s = max(0.0, hw.gpu.busy_s - gpu_busy)
     else:
         cpu_core_s = hw.mgmt.busy_s + hw.cpu.busy_s * run.cfg.host.cpu_cores

@@ -6,7 +6,9 @@ cache-management CPU core (the paper's single core) and the CPU cores that compu
 neurons (PowerInfer). On a CPU-only machine's profile (``gpu.is_host_cpu``) the "GPU" is the
 host CPU's one compute thread: it also copies into the device cache, manages it and runs the
 CPU's FFN share, so the DRAM->HBM link, the management core and the CPU are that same server
-(only SSD reads run beside it, on I/O threads). Durations come from ``m2sim.cost``.
+(only SSD reads run beside it, on I/O threads). ``sim.single_host_thread`` serializes the same
+way on a GPU: an executor whose one host thread issues every kernel, copy and cache update and
+waits for each (m2real). Durations come from ``m2sim.cost``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class Hardware:
         self.ssd_bytes_per_s = host.ssd_link_bytes_per_s()
         self.h2d_bytes_per_s = host.gpu_link_bytes_per_s(gpu)
         self.gpu = Server(env, "GPU", 1, log)
-        if gpu.is_host_cpu:  # one core computes, copies into the device cache and manages it
+        if gpu.is_host_cpu or cfg.sim.single_host_thread:  # one thread computes (or issues
+            # and waits for each kernel), copies into the device cache and manages it
             self.links = {Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
                           Link.DRAM_TO_HBM: self.gpu}
             self.mgmt = self.cpu = self.gpu

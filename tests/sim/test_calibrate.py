@@ -157,3 +157,19 @@ def test_calibrated_knobs_reproduce_the_measured_ops(load_cfg):
     for _, c, s in m.attention:
         got = gpu_roofline(planner.attention_op(0, 1, c, False), fitted_gpu, fitted_ov)[0]
         assert got == pytest.approx(s, rel=0.01)
+
+
+def test_calibrate_on_a_gpu_takes_the_link_from_host_to_device_copies(load_cfg):
+    """A CUDA profile: pinned host->device copies set the link; loads are gathered in DRAM
+    first (staged), and the device is not the host CPU."""
+    _, planner, gpu, ov = _machine(load_cfg)
+    m, shapes = _measurements(planner, gpu, ov)
+    m.h2d = [(n, 12e-6 + n / 25e9) for n in (1 << 20, 1 << 22, 1 << 24, 1 << 26)]
+    m.cpu_gemm = [(1e9, 1e9 / 50e9)]  # the host CPU's own GEMM rate, not the GPU's
+    cal = calibrate(m, shapes, is_host_cpu=False)
+    assert cal.host["cpu_gflops_per_core"] == pytest.approx(50.0)
+    assert cal.gpu["is_host_cpu"] is False
+    assert cal.host["gpu_link_gb_per_s"] == pytest.approx(25.0, rel=1e-3)
+    assert cal.host["gpu_link_latency_us"] >= 12.0 * (1 - 1e-3)
+    assert cal.overheads["staged_gather"] is True
+    assert 0 < cal.overheads["gather_efficiency_frac"] <= 1

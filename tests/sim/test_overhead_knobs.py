@@ -180,3 +180,14 @@ def test_blocking_ffn_prefetch_waits_for_what_it_sends(make_cfg):
               for x in ("false", "true")]
     assert serial[0] == pytest.approx(serial[1], rel=1e-12)
 
+
+
+def test_single_host_thread_serializes_a_gpu_run_without_moving_bytes(make_cfg):
+    """m2real's one Python thread on a GPU: copies, management and kernels in one queue."""
+    over = [*TINY, "policy=m2cache", "policy.dram_cache.fixed_layers=1"]
+    a = simulate(make_cfg(*over)).summary
+    b = simulate(make_cfg(*over, "sim.single_host_thread=true")).summary
+    assert a["bytes_by_link"] == b["bytes_by_link"]
+    assert a["hit_rate_by_tier"] == b["hit_rate_by_tier"]
+    assert b["tpot_s"] >= a["tpot_s"] * (1 - 1e-12)
+    assert b["energy_j"] > 0  # the host thread's time is one core's, within the runtime
