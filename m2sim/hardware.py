@@ -62,8 +62,12 @@ class ProfileHeader:
 
     @property
     def shapes(self) -> tuple[int, ...]:
-        return (self.num_layers, self.d_model, self.d_ff, self.num_heads, self.num_kv_heads,
-                self.vocab_size)
+        return model_shapes(self)
+
+
+def model_shapes(m) -> tuple[int, ...]:
+    """(layers, d_model, d_ff, heads, kv heads, vocab) of a ``ModelConfig`` or a profile."""
+    return (m.num_layers, m.d_model, m.d_ff, m.num_heads, m.num_kv_heads, m.vocab_size)
 
 
 def check_profile(header: Optional[ProfileHeader], *, field: str, machine: str,
@@ -78,8 +82,7 @@ def check_profile(header: Optional[ProfileHeader], *, field: str, machine: str,
                           f"the profile was measured on {header.machine!r} but this machine is "
                           f"{machine!r} (allowed: a profile of this machine)")
     if model is not None:
-        want = (model.num_layers, model.d_model, model.d_ff, model.num_heads,
-                model.num_kv_heads, model.vocab_size)
+        want = model_shapes(model)
         if header.shapes != want:
             raise ConfigError(f"{field}.profile.model",
                               f"measured at {header.model} shapes (layers, d_model, d_ff, heads, "
