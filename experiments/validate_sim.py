@@ -7,6 +7,10 @@ tokens/s, bytes per link, hit rates per tier, and measured vs modelled energy wh
 Run:    .venv/bin/python -m real.profile --model smollm2_135m --name vm_smollm2 --store S
         .venv/bin/python experiments/validate_sim.py --model smollm2_135m --profile vm_smollm2 \
             --store S [--repeats 3] [--tokens 24]
+    or, profiling with one pass before each repeat (the profile samples the same spells of a
+    drifting machine as the real runs):
+        .venv/bin/python experiments/validate_sim.py --profile vm_smollm2 --store S \
+            --conf-dir C --interleave-profile
 Output: OUT/validate_sim.csv, OUT/validate_sim.md (OUT: results/validate_sim by default),
         OUT/trace.m2trace (the recorded trace all configurations replay).
 """
@@ -14,13 +18,17 @@ Output: OUT/validate_sim.csv, OUT/validate_sim.md (OUT: results/validate_sim by 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 from tqdm import tqdm
 
-from m2sim.compose import load_config
+from m2sim.calibrate import Measurements
+from m2sim.compose import CONF_DIR, load_config
+from real.profile import Options, fit_and_write, measure
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
 
 
@@ -53,19 +61,35 @@ def cases(model: str) -> list[Case]:
 
 
 def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
-             reuse: bool = False) -> pd.DataFrame:
-    """Run (or, with ``reuse``, reread from OUT/real_runs.json) the real side, then simulate."""
-    check_setup(s)
+             reuse: bool = False, interleave: Optional[Options] = None) -> pd.DataFrame:
+    """Run (or, with ``reuse``, reread from OUT/real_runs.json) the real side, then simulate.
+
+    ``interleave``: profile the machine (these options; they write the setup's profile) with
+    one pass before each repeat, so the profile samples the same spells of the machine as the
+    real runs, and fit it once they are done."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases(s.model) if not only or c.name in only]
     saved, trace = out / "real_runs.json", out / "trace.m2trace"
+    meas, info = Measurements(), {}
+
+    def profile_pass() -> None:  # one pass, then fit everything measured so far
+        nonlocal info
+        m, info = measure(dataclasses.replace(interleave, rounds=1))
+        meas.extend(m)
+        fit_and_write(interleave, meas, info)
+
+    if interleave is not None and not reuse:
+        profile_pass()
+    check_setup(s)
     if reuse:
         reals = json.loads(saved.read_text())
     else:
         record_trace(s, trace)
         reals = {c.name: [] for c in todo}
         with tqdm(total=repeats * len(todo), desc="real runs", unit="run") as bar:
-            for _ in range(repeats):  # interleaved: a slow spell of the machine hits them all
+            for r in range(repeats):  # interleaved: a slow spell of the machine hits them all
+                if interleave is not None and r > 0:
+                    profile_pass()
                 for c in todo:
                     reals[c.name].append(real_run(s, *replay(trace), "real.predictor=TRACE",
                                                   *c.overrides))
@@ -117,11 +141,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/validate_sim"))
     ap.add_argument("--reuse-real", action="store_true",
                     help="simulate again against the real runs saved in OUT")
+    ap.add_argument("--interleave-profile", action="store_true",
+                    help="profile the machine (writing --profile into --conf-dir, default conf/) "
+                         "with one pass before each repeat of the real runs")
     a = ap.parse_args()
     s = Setup(model=a.model, profile=a.profile, checkpoint=a.checkpoint, store=a.store,
               prompt_tokens=a.prompt_tokens, output_tokens=a.tokens, device=a.device,
               conf_dir=a.conf_dir)
-    df = validate(s, a.out, a.repeats, a.only, a.reuse_real)
+    inter = None
+    if a.interleave_profile:
+        conf = Path(a.conf_dir) if a.conf_dir else CONF_DIR
+        inter = Options(model=a.model, name=a.profile, device=a.device, checkpoint=a.checkpoint,
+                        store=a.store, conf_dir=conf,
+                        out_json=a.out / f"profile_{a.profile}.json")
+    df = validate(s, a.out, a.repeats, a.only, a.reuse_real, inter)
     print((a.out / "validate_sim.md").read_text())
     assert len(df)
 

@@ -181,6 +181,11 @@ class Measurements:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def extend(self, other: Measurements) -> None:
+        """Add ``other``'s rows (a later pass over the same machine) to these."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
+
     @staticmethod
     def from_dict(d: dict) -> Measurements:
         known = {f.name for f in dataclasses.fields(Measurements)}

@@ -77,6 +77,7 @@ class Options:
     conf_dir: Path = CONF_DIR
     out_json: Optional[Path] = None
     quick: bool = False  # fewer sizes and repeats (tests)
+    rounds: Optional[int] = None  # passes over the rates and ops; None: 3 (quick: 1)
     tokens: int = 8  # decode steps of each timed loop
 
 
@@ -144,6 +145,7 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     device, dtype = torch.device(o.device), getattr(torch, o.dtype)
     m, quant = model_config(o).model, model_config(o).quant
     rounds, reps = (1, 5) if o.quick else (3, 9)
+    rounds = o.rounds or rounds
     meas, info = Measurements(), {}
     k = max(8, round(m.active_frac * m.d_ff))
     mib = 1 << 20
@@ -261,14 +263,20 @@ def _rounded(d: dict) -> dict:
 
 def profile(o: Options, from_json: Optional[Path] = None) -> tuple[Calibration, list[Path]]:
     """Measure (or reread the measurements of ``from_json``), fit, write the configs."""
-    cfg = model_config(o)
     if from_json is not None:
         saved = json.loads(Path(from_json).read_text())
-        meas, info = Measurements.from_dict(saved["measurements"]), saved["info"]
-    else:
-        meas, info = measure(o)
+        return fit_and_write(o, Measurements.from_dict(saved["measurements"]), saved["info"],
+                             saved["header"])
+    return fit_and_write(o, *measure(o))
+
+
+def fit_and_write(o: Options, meas: Measurements, info: dict,
+                  hdr: Optional[dict] = None) -> tuple[Calibration, list[Path]]:
+    """Fit ``meas`` and write the configs and the profile's JSON (``hdr``: this machine's
+    header, now, unless given)."""
+    cfg = model_config(o)
     cal = calibrate(meas, op_shapes(cfg, meas), is_host_cpu=o.device == "cpu")
-    hdr = header(o, cfg) if from_json is None else saved["header"]
+    hdr = hdr or header(o, cfg)
     paths = write_configs(o, cal, hdr, info)
     out = o.out_json or REPO / "results" / "profiles" / f"{o.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,8 @@ trace, run every configuration on the real backend and in the simulator, write t
 Timings are not asserted (CI machines are noisy); the table's columns and the exact agreement
 of bytes and hit rates are."""
 
+import json
+
 import pytest
 
 pytest.importorskip("torch")
@@ -39,3 +41,19 @@ def test_validation_table_on_the_tiny_model(tmp_path):
     md = (tmp_path / "out" / "validate_sim.md").read_text()
     assert "TPOT err" in md and f"{len(df)} configurations" in md
     assert (tmp_path / "out" / "validate_sim.csv").is_file()
+
+
+def test_interleaved_profile_samples_every_repeat(tmp_path):
+    """--interleave-profile: no profile beforehand; one pass before each repeat, all fitted."""
+    ckpt = save_tiny_llama(tmp_path / "ckpt")
+    store, conf = tmp_path / "store", tmp_path / "conf"
+    s = Setup(model="tiny", profile="tiny_inter", checkpoint=str(ckpt), store=str(store),
+              prompt_tokens=8, output_tokens=4, conf_dir=str(conf))
+    o = Options(model="tiny", name="tiny_inter", checkpoint=str(ckpt), store=str(store),
+                conf_dir=conf, out_json=tmp_path / "p.json", quick=True, tokens=2)
+    df = validate(s, tmp_path / "out", repeats=2, only=["m2cache_dram", "dense"], interleave=o)
+    assert list(df.config) == ["m2cache_dram", "dense"] and (df.repeats == 2).all()
+    assert df.bytes_match.all() and df.hits_match.all()
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert len(saved["measurements"]["contention"]) == 2  # one row per pass, both fitted
+    assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()
