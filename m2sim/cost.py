@@ -50,7 +50,7 @@ class OverheadConfig:
     # Host time the run's driving core loses per byte read from the SSD: the reader's I/O
     # threads (and the interpreter lock they take) share cores and the memory bus with it.
     # Charged to the management core (on a CPU-only profile, the compute thread itself) as
-    # each read starts; a profile measures it (``real.microbench.contention_rows``).
+    # each read starts; a profile measures it (``real.microbench.BackgroundReads``).
     ssd_read_host_ns_per_byte: float = 0.0
     profile: Optional[ProfileHeader] = None  # set on a measured config
 

@@ -157,13 +157,15 @@ def measure(o: Options) -> tuple[Measurements, dict]:
         meas.layer_host, store_dir = executor_host_s(o, Path(tmp))
         bar.update(1)
         store = open_store(store_dir)
+
+        def decode() -> mb.DecodeRows:  # the backend's ops over a synthetic decode
+            return mb.decode_rows(m, quant, dtype=dtype, device=device,
+                                  combos=_combos(k, o.quick),
+                                  load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
+                                  tokens=o.tokens, prompt_tokens=16)
+
         for _ in range(rounds):
             bar.set_postfix_str("the backend's ops at the model's shapes")
-            def decode() -> mb.DecodeRows:
-                return mb.decode_rows(m, quant, dtype=dtype, device=device,
-                                      combos=_combos(k, o.quick),
-                                      load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
-                                      tokens=o.tokens, prompt_tokens=16)
             rows = decode()
             for name in ("attention", "ffn", "lm_head", "load", "evict", "link", "gather"):
                 getattr(meas, name).extend(getattr(rows, name))
