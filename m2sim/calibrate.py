@@ -11,8 +11,8 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   precision; a cache-unit load = fixed + per id + per byte;
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
   fixed host cost (``OverheadConfig.attention_us`` etc.);
-- contention: compute time lost while the SSD reader runs beside it, per byte read
-  (``OverheadConfig.ssd_read_host_ns_per_byte``).
+- contention: how much slower the backend's decode ops run while the SSD reader reads beside
+  them (``OverheadConfig.ssd_busy_host_slowdown_frac``).
 
 ``calibrate`` turns one machine's ``Measurements`` into the values of a ``gpu``, a ``host``, an
 ``ssd`` and an ``overheads`` config (plain dicts, written as YAML by the profiler).
@@ -305,11 +305,11 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
         q = fit_affine(*zip(*m.quantize))
         ov["quantize_ns_per_weight"] = q.slope * 1e9
         fits["quantize"] = dataclasses.asdict(q)
-    if m.contention:  # compute time lost while the SSD reader ran, per byte it read
-        lost = [max(0.0, loaded - alone) / nread for nread, loaded, alone in m.contention
-                if nread]
-        if lost:
-            ov["ssd_read_host_ns_per_byte"] = _median(lost) * 1e9
+    if m.contention:  # how much slower the ops ran with the SSD reader busy beside them
+        slower = [max(0.0, loaded / alone - 1.0) for nread, loaded, alone in m.contention
+                  if nread and alone > 0]
+        if slower:
+            ov["ssd_busy_host_slowdown_frac"] = _median(slower)
     if m.layer_host:
         ov["layer_us"] = _median(m.layer_host) * 1e6
 

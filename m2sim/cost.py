@@ -47,11 +47,14 @@ class OverheadConfig:
     # terms of ``mgmt_s``). False: the device is the CPU and a load copies DRAM records straight
     # into the device cache, so the link's bandwidth is the only per-byte cost.
     staged_gather: bool = True
-    # Host time the run's driving core loses per byte read from the SSD: the reader's I/O
-    # threads (and the interpreter lock they take) share cores and the memory bus with it.
-    # Charged to the management core (on a CPU-only profile, the compute thread itself) as
-    # each read starts; a profile measures it (``real.microbench.BackgroundReads``).
-    ssd_read_host_ns_per_byte: float = 0.0
+    # Host threads lose time while the SSD reader runs beside them: its I/O threads (and the
+    # interpreter lock they take) share cores, caches and the memory bus. Every job of the host
+    # threads (on a CPU-only profile or with ``sim.single_host_thread``, the one thread that
+    # computes, copies and manages; else the management and CPU cores) that starts while an
+    # SSD read is in flight takes (1 + this) times as long. A profile measures it as the
+    # slowdown of the backend's decode ops with the reader busy beside them
+    # (``real.microbench.BackgroundReads``).
+    ssd_busy_host_slowdown_frac: float = 0.0
     profile: Optional[ProfileHeader] = None  # set on a measured config
 
     def __post_init__(self) -> None:
@@ -59,7 +62,7 @@ class OverheadConfig:
                   "gather_per_id_ns", "quantize_ns_per_weight", "attention_us", "ffn_us",
                   "ffn_band_us", "lm_head_us", "layer_us", "unit_load_per_band_us",
                   "unit_load_per_id_ns", "evict_per_band_us", "evict_per_id_ns",
-                  "ssd_read_host_ns_per_byte"):
+                  "ssd_busy_host_slowdown_frac"):
             check_nonneg(f"sim.overheads.{f}", getattr(self, f))
         check_range("sim.overheads.gather_efficiency_frac", self.gather_efficiency_frac, 0, 1,
                     lo_open=True)

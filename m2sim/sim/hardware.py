@@ -8,7 +8,9 @@ host CPU's one compute thread: it also copies into the device cache, manages it 
 CPU's FFN share, so the DRAM->HBM link, the management core and the CPU are that same server
 (only SSD reads run beside it, on I/O threads). ``sim.single_host_thread`` serializes the same
 way on a GPU: an executor whose one host thread issues every kernel, copy and cache update and
-waits for each (m2real). Durations come from ``m2sim.cost``.
+waits for each (m2real). Host threads run ``1 + sim.overheads.ssd_busy_host_slowdown_frac``
+times slower while an SSD read is in flight (a job's factor is read when it starts).
+Durations come from ``m2sim.cost``.
 """
 
 from __future__ import annotations
@@ -30,20 +32,27 @@ class Hardware:
         self.ov = cfg.sim.overheads
         self.ssd_bytes_per_s = host.ssd_link_bytes_per_s()
         self.h2d_bytes_per_s = host.gpu_link_bytes_per_s(gpu)
-        self.gpu = Server(env, "GPU", 1, log)
+        ssd = Server(env, Link.SSD_TO_DRAM.name, 1, log)
+        slowdown = 1.0 + self.ov.ssd_busy_host_slowdown_frac
+
+        def host_stretch() -> float:  # host threads run slower while the SSD reader is busy
+            return slowdown if ssd.busy else 1.0
+
+        stretch = host_stretch if self.ov.ssd_busy_host_slowdown_frac else None
         if gpu.is_host_cpu or cfg.sim.single_host_thread:  # one thread computes (or issues
             # and waits for each kernel), copies into the device cache and manages it
-            self.links = {Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
-                          Link.DRAM_TO_HBM: self.gpu}
+            self.gpu = Server(env, "GPU", 1, log, stretch=stretch)
+            self.links = {Link.SSD_TO_DRAM: ssd, Link.DRAM_TO_HBM: self.gpu}
             self.mgmt = self.cpu = self.gpu
         else:
+            self.gpu = Server(env, "GPU", 1, log)
             self.links = {
-                Link.SSD_TO_DRAM: Server(env, Link.SSD_TO_DRAM.name, 1, log),
+                Link.SSD_TO_DRAM: ssd,
                 Link.DRAM_TO_HBM: Server(env, Link.DRAM_TO_HBM.name, host.gpu_copy_engines,
                                          log),
             }
-            self.mgmt = Server(env, "CPU_MGMT", 1, log)
-            self.cpu = Server(env, "CPU", 1, log)
+            self.mgmt = Server(env, "CPU_MGMT", 1, log, stretch=stretch)
+            self.cpu = Server(env, "CPU", 1, log, stretch=stretch)
         self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
         self.gpu_compute_bound_s = 0.0
         self.cpu_weight_bytes = 0  # weights the CPU read from DRAM (cold neurons)
@@ -59,17 +68,10 @@ class Hardware:
 
     def transfer(self, t: Transfer, token: int) -> simpy.Event:
         self._link_bytes[t.link] += t.nbytes
-        on_start = None
-        if t.link is Link.SSD_TO_DRAM and self.ov.ssd_read_host_ns_per_byte:
-            host_s = t.nbytes * self.ov.ssd_read_host_ns_per_byte * 1e-9
-
-            def on_start() -> None:  # the read's I/O threads take host time as it starts
-                self.mgmt.submit(host_s, label="ssd_read_host", layer=t.layer, token=token,
-                                 role="CPU_MGMT")
         return self.links[t.link].submit(self.transfer_s(t),
                                          priority=PREFETCH if t.prefetch else DEMAND,
                                          label=t.payload.value, layer=t.layer, token=token,
-                                         nbytes=t.nbytes, role=t.link.name, on_start=on_start)
+                                         nbytes=t.nbytes, role=t.link.name)
 
     def compute(self, op: Compute, token: int) -> simpy.Event:
         if op.device is Device.GPU or self.cfg.gpu.is_host_cpu:

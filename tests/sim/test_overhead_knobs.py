@@ -27,36 +27,67 @@ def test_new_knobs_are_off_by_default():
     assert (ov.unit_load_per_band_us, ov.unit_load_per_id_ns, ov.evict_per_band_us,
             ov.evict_per_id_ns) == (0,) * 4
     assert ov.ffn_gather_per_band_us is None and ov.staged_gather
-    assert ov.ssd_read_host_ns_per_byte == 0
+    assert ov.ssd_busy_host_slowdown_frac == 0
 
 
-def test_ssd_reads_take_host_time_on_the_management_core_as_they_start(make_cfg):
-    cfg = make_cfg(*TINY, "sim.overheads.ssd_read_host_ns_per_byte=0.05")
+def _host_job(hw, env, at_s, service_s, label):
+    def go():
+        yield env.timeout(at_s)
+        yield hw.mgmt.submit(service_s, label=label, role="CPU_MGMT")
+    env.process(go())
+
+
+def test_host_jobs_that_start_while_an_ssd_read_is_in_flight_are_stretched(make_cfg):
+    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
+                   "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
     env = simpy.Environment()
     log: list = []
     hw = Hardware(env, cfg, log)
     t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
                  prefetch=True)
-    first = hw.transfer(t, 0)
-    second = hw.transfer(t, 0)  # queued behind the first: its host time starts when it does
-    env.run(env.all_of([first, second]))
-    env.run()  # drain
-    host = [r for r in log if r.label == "ssd_read_host"]
-    assert [r.end_s - r.start_s for r in host] == pytest.approx([2e-4, 2e-4], rel=1e-12)
-    assert hw.transfer_s(t) > 2e-4  # the core is free again when the second read starts
-    assert host[0].start_s == 0.0
-    assert host[1].start_s == pytest.approx(hw.transfer_s(t), rel=1e-12)
-    assert hw.mgmt.busy_s == pytest.approx(4e-4, rel=1e-12)
-    plain = Hardware(simpy.Environment(), make_cfg(*TINY), [])
-    assert plain.transfer_s(t) == hw.transfer_s(t)  # the link's own time is unchanged
+    read_s = hw.transfer_s(t)
+    hw.transfer(t, 0)  # in flight over [0, read_s)
+    _host_job(hw, env, 0.0, 1e-4, "during")  # starts with the read: 1.5x
+    _host_job(hw, env, read_s + 1e-3, 1e-4, "after")  # starts once the SSD is idle: 1x
+    env.run()
+    took = {r.label: r.end_s - r.start_s for r in log if r.server == "CPU_MGMT"}
+    assert took["during"] == pytest.approx(1.5e-4, rel=1e-12)
+    assert took["after"] == pytest.approx(1e-4, rel=1e-12)
+    assert hw.mgmt.busy_s == pytest.approx(2.5e-4, rel=1e-12)  # busy time is the stretched time
+    ssd = [r for r in log if r.server == Link.SSD_TO_DRAM.name]
+    assert ssd[0].end_s - ssd[0].start_s == pytest.approx(read_s, rel=1e-12)  # link unchanged
+    assert hw.mgmt is hw.gpu  # a CPU-only profile: the compute thread itself is stretched
 
 
-def test_ssd_host_time_slows_an_ssd_bound_host_cpu_run(make_cfg):
-    over = [*TINY, "policy=m2cache", "policy.dram_cache.fixed_layers=1", "gpu.is_host_cpu=true"]
+def test_without_the_knob_host_jobs_beside_ssd_reads_keep_their_time(make_cfg):
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, make_cfg(*TINY), log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    hw.transfer(t, 0)
+    _host_job(hw, env, 0.0, 1e-4, "during")
+    env.run()
+    assert [r.end_s - r.start_s for r in log if r.label == "during"] == \
+        pytest.approx([1e-4], rel=1e-12)
+
+
+def test_ssd_contention_slows_an_ssd_bound_host_cpu_run(make_cfg):
+    over = [*TINY, "policy=m2cache", "policy.dram_cache.fixed_layers=0", "gpu.is_host_cpu=true"]
     a = simulate(make_cfg(*over)).summary
-    b = simulate(make_cfg(*over, "sim.overheads.ssd_read_host_ns_per_byte=5")).summary
+    b = simulate(make_cfg(*over, "sim.overheads.ssd_busy_host_slowdown_frac=1.0")).summary
     assert a["bytes_by_link"] == b["bytes_by_link"] and b["bytes_by_link"]["SSD_TO_DRAM"] > 0
     assert b["tpot_s"] > a["tpot_s"]
+    # the reads all happen before decode (every layer stays in DRAM): decode is not stretched
+    dram = [*TINY, "policy=m2cache", "gpu.is_host_cpu=true"]
+    c = simulate(make_cfg(*dram)).summary
+    d = simulate(make_cfg(*dram, "sim.overheads.ssd_busy_host_slowdown_frac=1.0")).summary
+    assert d["tpot_s"] == c["tpot_s"]
+
+
+def test_a_negative_slowdown_is_refused_with_the_field_named(make_cfg):
+    with pytest.raises(Exception, match="ssd_busy_host_slowdown_frac"):
+        make_cfg(*TINY, "sim.overheads.ssd_busy_host_slowdown_frac=-0.1")
 
 
 def test_op_fixed_costs_add_exactly(make_cfg):
