@@ -189,9 +189,10 @@ def measure(o: Options) -> tuple[Measurements, dict]:
                 sets = [BANDS, (Precision.FP16,), (Precision.INT8,), (Precision.INT4,)]
                 meas.ssd_layer += mb.ssd_layer_rows(reader, store, m.num_layers, sets, 1)
                 bar.set_postfix_str("compute beside SSD reads")
+                before = decode()  # bracketed by the same ops alone, just before and after
                 with mb.BackgroundReads(reader, store, m.num_layers) as bg:
                     loaded = decode()
-                meas.contention.append(mb.contention_row(rows, loaded, bg))
+                meas.contention.append(mb.contention_row([before, decode()], loaded, bg))
             bar.update(1)
     info["store"] = str(store_dir)
     info["capacity_gb"] = shutil.disk_usage(store_dir).total / 1e9
