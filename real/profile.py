@@ -126,11 +126,12 @@ def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
                     id_weights=planner.id_weights, id_bytes=tuple(run.sizes.id_bytes))
 
 
-def _combos(k: int, quick: bool) -> list[tuple[int, int, int]]:
-    """Ids per band (FP16, INT8, INT4) of the FFN ops timed: mixes around ``k`` active ids."""
+def _combos(k: int, d_ff: int, quick: bool) -> list[tuple[int, int, int]]:
+    """Ids per band (FP16, INT8, INT4) of the FFN ops timed: mixes around ``k`` active ids,
+    and every neuron in FP16 (dense and streamed layers run that)."""
     h, q, e = k // 2, k // 4, k // 8
     mixes = [(q, q, h), (k, 0, 0), (0, k, 0), (0, 0, k), (h, 0, 0), (0, h, 0), (0, 0, h),
-             (h, q, q), (q, h, q), (e, e, q)]
+             (h, q, q), (q, h, q), (e, e, q), (d_ff, 0, 0)]
     return mixes[:6] if quick else mixes
 
 
@@ -160,7 +161,7 @@ def measure(o: Options) -> tuple[Measurements, dict]:
 
         def decode() -> mb.DecodeRows:  # the backend's ops over a synthetic decode
             return mb.decode_rows(m, quant, dtype=dtype, device=device,
-                                  combos=_combos(k, o.quick),
+                                  combos=_combos(k, m.d_ff, o.quick),
                                   load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
                                   tokens=o.tokens, prompt_tokens=16)
 
