@@ -64,12 +64,19 @@ class DRAMCache:
 
     def evict_layer(self, layer: int, precisions: Optional[Iterable[Precision]] = None) -> int:
         """Drop a layer (all its precisions by default); returns the bytes freed."""
+        return sum(t.nbytes for t in self.pop_layer(layer, precisions))
+
+    def pop_layer(self, layer: int, precisions: Optional[Iterable[Precision]] = None
+                  ) -> list[Tensor]:
+        """Remove a layer (all its precisions by default) and hand its blocks to the caller,
+        who decides where their memory is let go (``Prefetcher.drop_layer``: off the thread
+        that computes). Their bytes leave the budget now."""
         with self._lock:
             keys = [k for k in self._layers if k[0] == layer
                     and (precisions is None or k[1] in set(precisions))]
-            freed = sum(self._layers.pop(k).nbytes for k in keys)
-            self.meter.release(freed)
-        return freed
+            blocks = [self._layers.pop(k) for k in keys]
+            self.meter.release(sum(t.nbytes for t in blocks))
+        return blocks
 
     def layers(self) -> list[Key]:
         with self._lock:

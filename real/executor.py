@@ -139,8 +139,7 @@ class RealExecutor:
     def _ssd(self, t: Transfer, token: int) -> None:
         """SSD -> DRAM: drop what the DRAM policy evicted, then read a layer or neuron records."""
         for old in t.evict_layers:
-            self.prefetcher.wait_layer(old)
-            self.dram.evict_layer(old)
+            self.prefetcher.drop_layer(old)
         start = self.now()
         if t.payload is Payload.FFN_LAYER:
             futs = [self.prefetcher.prefetch_layer(t.layer, self.stored)]

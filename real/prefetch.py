@@ -85,6 +85,12 @@ class Prefetcher:
             for f in futs:
                 f.result()
 
+    def drop_layer(self, layer: int) -> Future[None]:
+        """Evict ``layer`` from DRAM once its pending reads are in; its buffers are unmapped on
+        an I/O thread, not on the caller's (the future says when)."""
+        self.wait_layer(layer)
+        return self.ssd.release(self.dram.pop_layer(layer))
+
     # ---- DRAM -> device ---------------------------------------------------------------------
     def to_device(self, layer: int, precision: Precision, ids: np.ndarray) -> None:
         """Load ``ids`` from DRAM into the device cache (async on CUDA, sync on CPU)."""

@@ -405,6 +405,26 @@ def test_prefetch_fills_dram_in_the_background_then_loads_the_device(store, devi
             2 * store.record_bytes(INT4)
 
 
+def test_dropping_a_layer_frees_its_buffers_on_an_io_thread(store):
+    """DRAM evictions of read layers unmap their buffers off the computing thread."""
+    import weakref
+
+    dram = DRAMCache(None)
+    freed_on: list[str] = []
+    with SSDReader(store) as ssd, Prefetcher(ssd, dram) as pf:
+        pf.prefetch_layer(1, BANDS).result()
+        for p in BANDS:
+            weakref.finalize(dram.get_layer(1, p),
+                             lambda: freed_on.append(threading.current_thread().name))
+        before = dram.resident_bytes
+        fut = pf.drop_layer(1)
+        assert dram.resident_bytes == before - sum(store.layer_bytes(p) for p in BANDS) == 0
+        assert not any(dram.has_layer(1, p) for p in BANDS)
+        fut.result()
+    assert len(freed_on) == len(BANDS)
+    assert all(name.startswith("ssd-io") for name in freed_on), freed_on
+
+
 def test_prefetch_errors_arrive_through_the_future(store):
     dram = DRAMCache(store.layer_bytes(INT4) - 1)
     with SSDReader(store) as ssd, Prefetcher(ssd, dram) as pf:
