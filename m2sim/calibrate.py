@@ -11,8 +11,8 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   precision; a cache-unit load = fixed + per id + per byte;
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
   fixed host cost (``OverheadConfig.attention_us`` etc.);
-- contention: how much slower the backend's decode ops run while the SSD reader reads beside
-  them (``OverheadConfig.ssd_busy_host_slowdown_frac``).
+- contention: how much slower the real backend's decode runs while the SSD reader reads beside
+  it (``OverheadConfig.ssd_busy_host_slowdown_frac``).
 
 ``calibrate`` turns one machine's ``Measurements`` into the values of a ``gpu``, a ``host``, an
 ``ssd`` and an ``overheads`` config (plain dicts, written as YAML by the profiler).
@@ -174,8 +174,8 @@ class Measurements:
     gather: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s) from unit
     quantize: list[tuple[int, float]] = field(default_factory=list)  # (weights, s)
     layer_host: list[float] = field(default_factory=list)  # executor's own s per layer
-    # the backend's decode ops with the SSD reader running beside them: (bytes read while
-    # they ran, their seconds, the same ops' seconds alone)
+    # the real backend's decode with the SSD reader running beside it: (bytes read while it
+    # ran, its seconds, the same decode's seconds alone)
     contention: list[tuple[int, float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -305,7 +305,7 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
         q = fit_affine(*zip(*m.quantize))
         ov["quantize_ns_per_weight"] = q.slope * 1e9
         fits["quantize"] = dataclasses.asdict(q)
-    if m.contention:  # how much slower the ops ran with the SSD reader busy beside them
+    if m.contention:  # how much slower the decode ran with the SSD reader busy beside it
         slower = [max(0.0, loaded / alone - 1.0) for nread, loaded, alone in m.contention
                   if nread and alone > 0]
         if slower:

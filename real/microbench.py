@@ -185,23 +185,6 @@ class BackgroundReads:
         self._thread.join()
 
 
-def decode_ops_s(rows: DecodeRows) -> float:
-    """Seconds of every timed op of a synthetic decode (``decode_rows``)."""
-    return (sum(r[-1] for name in ("attention", "ffn", "load", "evict", "link", "gather")
-                for r in getattr(rows, name)) + sum(rows.lm_head))
-
-
-def contention_row(alone: Sequence[DecodeRows], loaded: DecodeRows, bg: BackgroundReads
-                   ) -> tuple[int, float, float]:
-    """(bytes read while the loaded ops ran, their seconds, the same ops' seconds alone): the
-    reader's rate over its whole run, times the ops' own seconds. ``alone``: the same decode
-    just before and just after the loaded one (their mean), so a machine whose speed drifts
-    over seconds does not pass its drift off as contention."""
-    loaded_s = decode_ops_s(loaded)
-    nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
-    return nbytes, loaded_s, sum(map(decode_ops_s, alone)) / len(alone)
-
-
 # ---- the backend's ops in a synthetic decode -------------------------------------------------
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ writes ``conf/gpu/NAME.yaml``, ``conf/host/NAME.yaml``, ``conf/host/ssd/NAME.yam
 identity, date, the model shapes measured at) plus ``results/profiles/NAME.json`` (the raw
 measurements and fit quality). The simulator then runs this machine with
 ``gpu=NAME host=NAME sim/overheads=NAME``. Steps (a progress bar counts them): a short real
-decode replaying a synthetic trace (builds the store if needed; gives the executor's own
-per-layer host time), the backend's ops at the model's shapes (``microbench.decode_rows``),
-GEMV/GEMM/memcpy(/host->device) rates, O_DIRECT SSD reads, and the same ops again with SSD
-reads running beside them (contention). ``m2sim.calibrate`` fits them.
+decode replaying a synthetic trace, alone and with SSD reads running beside it (builds the
+store if needed; gives the executor's own per-layer host time and the contention), the
+backend's ops at the model's shapes (``microbench.decode_rows``), GEMV/GEMM/memcpy
+(/host->device) rates and O_DIRECT SSD reads. ``m2sim.calibrate`` fits them.
 """
 
 from __future__ import annotations
@@ -98,9 +98,15 @@ def _real_cfg(o: Options, *overrides: str):
         return to_config(compose(config_name="real", overrides=ov))
 
 
-def executor_host_s(o: Options, tmp: Path) -> tuple[list[float], Path]:
-    """The real executor's own host time per decode layer (planning, issuing, records), from a
-    short decode of m2cache with every layer in DRAM, replaying a synthetic trace."""
+def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, float, float],
+                                                   Path]:
+    """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace,
+    three times: alone, with the SSD reader reading layers beside it, alone again. Returns the
+    executor's own host time per decode layer (planning, issuing, records; the two runs
+    alone), the contention row (bytes read while the loaded decode ran, its seconds, the mean
+    of the two alone) and the store built for it. The contention is measured on the backend
+    as it really runs (its Python planning, numpy bookkeeping, copies and kernels), since
+    those slow down under the reader's threads more than its kernels alone do."""
     from real.run import run_real, store_path
 
     m = load_config(f"model={o.model}").model
@@ -112,8 +118,19 @@ def executor_host_s(o: Options, tmp: Path) -> tuple[list[float], Path]:
     cfg = _real_cfg(o, "policy=m2cache", "trace=replay", f"trace.path={trace}",
                     "real.predictor=TRACE", "workload.prompt_tokens=16",
                     f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4")
-    s = run_real(cfg).summary
-    return [s["executor_host_s_per_layer"]["decode"]], store_path(cfg)
+
+    def decode() -> tuple[float, float]:  # (decode seconds, executor host s per layer)
+        s = run_real(cfg).summary
+        return s["tpot_s"] * n, s["executor_host_s_per_layer"]["decode"]
+
+    before = decode()
+    store = open_store(store_path(cfg))
+    with SSDReader(store) as reader, mb.BackgroundReads(reader, store, m.num_layers) as bg:
+        loaded_s, _ = decode()
+    after = decode()
+    nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
+    alone_s = (before[0] + after[0]) / 2
+    return [before[1], after[1]], (nbytes, loaded_s, alone_s), store_path(cfg)
 
 
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
@@ -154,8 +171,9 @@ def measure(o: Options) -> tuple[Measurements, dict]:
         [mib // 2, mib, 2 * mib, 4 * mib, 8 * mib, 16 * mib, 32 * mib, 64 * mib]
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=1 + 3 * rounds, desc="profile",
                                                      unit="step", file=sys.stderr) as bar:
-        bar.set_postfix_str("real decode (the executor's own time)")
-        meas.layer_host, store_dir = executor_host_s(o, Path(tmp))
+        bar.set_postfix_str("real decode, alone and beside SSD reads")
+        meas.layer_host, row, store_dir = executor_decode(o, Path(tmp))
+        meas.contention.append(row)
         bar.update(1)
         store = open_store(store_dir)
 
@@ -189,11 +207,6 @@ def measure(o: Options) -> tuple[Measurements, dict]:
                                               requests=16 if o.quick else 32)
                 sets = [BANDS, (Precision.FP16,), (Precision.INT8,), (Precision.INT4,)]
                 meas.ssd_layer += mb.ssd_layer_rows(reader, store, m.num_layers, sets, 1)
-                bar.set_postfix_str("compute beside SSD reads")
-                before = decode()  # bracketed by the same ops alone, just before and after
-                with mb.BackgroundReads(reader, store, m.num_layers) as bg:
-                    loaded = decode()
-                meas.contention.append(mb.contention_row([before, decode()], loaded, bg))
             bar.update(1)
     info["store"] = str(store_dir)
     info["capacity_gb"] = shutil.disk_usage(store_dir).total / 1e9
