@@ -52,7 +52,7 @@ class OverheadConfig:
     # threads (on a CPU-only profile or with ``sim.single_host_thread``, the one thread that
     # computes, copies and manages; else the management and CPU cores) that starts while an
     # SSD read is in flight takes (1 + this) times as long. A profile measures it as the
-    # slowdown of the backend's decode ops with the reader busy beside them
+    # slowdown of a short real decode with the reader busy beside it
     # (``real.microbench.BackgroundReads``).
     ssd_busy_host_slowdown_frac: float = 0.0
     profile: Optional[ProfileHeader] = None  # set on a measured config

@@ -43,7 +43,7 @@ from m2sim.trace import SyntheticTrace, SyntheticTraceConfig, write_trace
 from m2sim.types import BANDS, Precision
 from real import microbench as mb
 from real.ssd import SSDReader
-from real.store import open_store
+from real.store import Store, open_store
 
 REPO = CONF_DIR.parent
 
@@ -99,14 +99,14 @@ def _real_cfg(o: Options, *overrides: str):
 
 
 def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, float, float],
-                                                   Path]:
+                                                   Store]:
     """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace,
     three times: alone, with the SSD reader reading layers beside it, alone again. Returns the
     executor's own host time per decode layer (planning, issuing, records; the two runs
     alone), the contention row (bytes read while the loaded decode ran, its seconds, the mean
-    of the two alone) and the store built for it. The contention is measured on the backend
-    as it really runs (its Python planning, numpy bookkeeping, copies and kernels), since
-    those slow down under the reader's threads more than its kernels alone do."""
+    of the two alone) and the store built for it, opened. The contention is measured on the
+    backend as it really runs (its Python planning, numpy bookkeeping, copies and kernels);
+    on the development VM this gave the same ratios as the synthetic op loop had."""
     from real.run import run_real, store_path
 
     m = load_config(f"model={o.model}").model
@@ -130,7 +130,7 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, floa
     after = decode()
     nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
     alone_s = (before[0] + after[0]) / 2
-    return [before[1], after[1]], (nbytes, loaded_s, alone_s), store_path(cfg)
+    return [before[1], after[1]], (nbytes, loaded_s, alone_s), store
 
 
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
@@ -172,10 +172,9 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=1 + 3 * rounds, desc="profile",
                                                      unit="step", file=sys.stderr) as bar:
         bar.set_postfix_str("real decode, alone and beside SSD reads")
-        meas.layer_host, row, store_dir = executor_decode(o, Path(tmp))
+        meas.layer_host, row, store = executor_decode(o, Path(tmp))
         meas.contention.append(row)
         bar.update(1)
-        store = open_store(store_dir)
 
         def decode() -> mb.DecodeRows:  # the backend's ops over a synthetic decode
             return mb.decode_rows(m, quant, dtype=dtype, device=device,
@@ -208,8 +207,8 @@ def measure(o: Options) -> tuple[Measurements, dict]:
                 sets = [BANDS, (Precision.FP16,), (Precision.INT8,), (Precision.INT4,)]
                 meas.ssd_layer += mb.ssd_layer_rows(reader, store, m.num_layers, sets, 1)
             bar.update(1)
-    info["store"] = str(store_dir)
-    info["capacity_gb"] = shutil.disk_usage(store_dir).total / 1e9
+    info["store"] = str(store.path)
+    info["capacity_gb"] = shutil.disk_usage(store.path).total / 1e9
     return meas, info
 
 
