@@ -11,8 +11,9 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   precision; a cache-unit load = fixed + per id + per byte;
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
   fixed host cost (``OverheadConfig.attention_us`` etc.);
-- contention: how much slower the real backend's decode runs while the SSD reader reads beside
-  it (``OverheadConfig.ssd_busy_host_slowdown_frac``).
+- contention, both ways: how much slower the real backend's decode runs while the SSD reader
+  reads beside it (``OverheadConfig.ssd_busy_host_slowdown_frac``), and how much slower the
+  reader reads beside the decode than alone (``OverheadConfig.host_busy_ssd_slowdown_frac``).
 
 ``calibrate`` turns one machine's ``Measurements`` into the values of a ``gpu``, a ``host``, an
 ``ssd`` and an ``overheads`` config (plain dicts, written as YAML by the profiler).
@@ -177,6 +178,9 @@ class Measurements:
     # the real backend's decode with the SSD reader running beside it: (bytes read while it
     # ran, its seconds, the same decode's seconds alone)
     contention: list[tuple[int, float, float]] = field(default_factory=list)
+    # the same SSD reader's rate beside that decode and alone: (bytes read beside it, their
+    # seconds, bytes read alone, their seconds)
+    ssd_beside: list[tuple[int, float, int, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -310,6 +314,12 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
                   if nread and alone > 0]
         if slower:
             ov["ssd_busy_host_slowdown_frac"] = _median(slower)
+    if m.ssd_beside:  # how much slower the reader read beside the decode than alone
+        slower = [max(0.0, (n_alone / s_alone) / (n_beside / s_beside) - 1.0)
+                  for n_beside, s_beside, n_alone, s_alone in m.ssd_beside
+                  if n_beside and s_beside > 0 and s_alone > 0]
+        if slower:
+            ov["host_busy_ssd_slowdown_frac"] = _median(slower)
     if m.layer_host:
         ov["layer_us"] = _median(m.layer_host) * 1e6
 

@@ -48,13 +48,17 @@ class OverheadConfig:
     # into the device cache, so the link's bandwidth is the only per-byte cost.
     staged_gather: bool = True
     # Host threads lose time while the SSD reader runs beside them: its I/O threads (and the
-    # interpreter lock they take) share cores, caches and the memory bus. Every job of the host
-    # threads (on a CPU-only profile or with ``sim.single_host_thread``, the one thread that
-    # computes, copies and manages; else the management and CPU cores) that starts while an
-    # SSD read is in flight takes (1 + this) times as long. A profile measures it as the
-    # slowdown of a short real decode with the reader busy beside it
-    # (``real.microbench.BackgroundReads``).
+    # interpreter lock they take) share cores, caches and the memory bus. The host threads (on
+    # a CPU-only profile or with ``sim.single_host_thread``, the one thread that computes,
+    # copies and manages; else the management and CPU cores) run at 1 / (1 + this) of full
+    # speed while an SSD read is in flight. A profile measures it as the slowdown of a short
+    # real decode with the reader busy beside it (``real.microbench.BackgroundReads``).
     ssd_busy_host_slowdown_frac: float = 0.0
+    # And the other way round: SSD reads lose bandwidth while a host thread computes (the
+    # reader's threads fault in and fill their buffers on the same cores and memory bus). Reads
+    # run at 1 / (1 + this) of full speed while a host thread (the same as above) is busy. A
+    # profile measures it as the same reader's rate alone over its rate beside the decode.
+    host_busy_ssd_slowdown_frac: float = 0.0
     profile: Optional[ProfileHeader] = None  # set on a measured config
 
     def __post_init__(self) -> None:
@@ -62,7 +66,7 @@ class OverheadConfig:
                   "gather_per_id_ns", "quantize_ns_per_weight", "attention_us", "ffn_us",
                   "ffn_band_us", "lm_head_us", "layer_us", "unit_load_per_band_us",
                   "unit_load_per_id_ns", "evict_per_band_us", "evict_per_id_ns",
-                  "ssd_busy_host_slowdown_frac"):
+                  "ssd_busy_host_slowdown_frac", "host_busy_ssd_slowdown_frac"):
             check_nonneg(f"sim.overheads.{f}", getattr(self, f))
         check_range("sim.overheads.gather_efficiency_frac", self.gather_efficiency_frac, 0, 1,
                     lo_open=True)

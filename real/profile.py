@@ -9,7 +9,7 @@ identity, date, the model shapes measured at) plus ``results/profiles/NAME.json`
 measurements and fit quality). The simulator then runs this machine with
 ``gpu=NAME host=NAME sim/overheads=NAME``. Steps (a progress bar counts them): a short real
 decode replaying a synthetic trace, alone and with SSD reads running beside it (builds the
-store if needed; gives the executor's own per-layer host time and the contention), the
+store if needed; gives the executor's own per-layer host time and the contention both ways), the
 backend's ops at the model's shapes (``microbench.decode_rows``), GEMV/GEMM/memcpy
 (/host->device) rates and O_DIRECT SSD reads. ``m2sim.calibrate`` fits them.
 """
@@ -25,6 +25,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -99,12 +100,14 @@ def _real_cfg(o: Options, *overrides: str):
 
 
 def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, float, float],
-                                                   Store]:
+                                                   list[tuple[int, float, int, float]], Store]:
     """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace,
-    three times: alone, with the SSD reader reading layers beside it, alone again. Returns the
-    executor's own host time per decode layer (planning, issuing, records; the two runs
-    alone), the contention row (bytes read while the loaded decode ran, its seconds, the mean
-    of the two alone) and the store built for it, opened. The contention is measured on the
+    three times: alone, with the SSD reader reading layers beside it, alone again; and the
+    reader alone just before and just after the loaded decode. Returns the executor's own
+    host time per decode layer (planning, issuing, records; the two runs alone), the
+    contention row (bytes read while the loaded decode ran, its seconds, the mean of the two
+    alone), the reader's rows (bytes and seconds beside the decode, bytes and seconds alone;
+    one per alone run) and the store built for it, opened. The contention is measured on the
     backend as it really runs (its Python planning, numpy bookkeeping, copies and kernels);
     on the development VM this gave the same ratios as the synthetic op loop had."""
     from real.run import run_real, store_path
@@ -125,12 +128,22 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, floa
 
     before = decode()
     store = open_store(store_path(cfg))
-    with SSDReader(store) as reader, mb.BackgroundReads(reader, store, m.num_layers) as bg:
-        loaded_s, _ = decode()
+    with SSDReader(store) as reader:
+        def reads_alone(seconds: float) -> tuple[int, float]:
+            with mb.BackgroundReads(reader, store, m.num_layers) as bg:
+                time.sleep(seconds)
+            return bg.nbytes, bg.wall_s
+
+        alone_read_s = 0.5 if o.quick else 1.5  # about as long as the loaded decode
+        alone = [reads_alone(alone_read_s)]
+        with mb.BackgroundReads(reader, store, m.num_layers) as bg:
+            loaded_s, _ = decode()
+        alone.append(reads_alone(alone_read_s))
     after = decode()
     nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
     alone_s = (before[0] + after[0]) / 2
-    return [before[1], after[1]], (nbytes, loaded_s, alone_s), store
+    beside = [(bg.nbytes, bg.wall_s, *a) for a in alone]
+    return [before[1], after[1]], (nbytes, loaded_s, alone_s), beside, store
 
 
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
@@ -172,8 +185,9 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=1 + 3 * rounds, desc="profile",
                                                      unit="step", file=sys.stderr) as bar:
         bar.set_postfix_str("real decode, alone and beside SSD reads")
-        meas.layer_host, row, store = executor_decode(o, Path(tmp))
+        meas.layer_host, row, beside, store = executor_decode(o, Path(tmp))
         meas.contention.append(row)
+        meas.ssd_beside.extend(beside)
         bar.update(1)
 
         def decode() -> mb.DecodeRows:  # the backend's ops over a synthetic decode

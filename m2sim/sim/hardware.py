@@ -9,7 +9,10 @@ CPU's FFN share, so the DRAM->HBM link, the management core and the CPU are that
 (only SSD reads run beside it, on I/O threads). ``sim.single_host_thread`` serializes the same
 way on a GPU: an executor whose one host thread issues every kernel, copy and cache update and
 waits for each (m2real). Host threads run ``1 + sim.overheads.ssd_busy_host_slowdown_frac``
-times slower while an SSD read is in flight (a job's factor is read when it starts).
+times slower while an SSD read is in flight, and SSD reads
+``1 + sim.overheads.host_busy_ssd_slowdown_frac`` times slower while a host thread is busy: a
+job progresses at the speed of the moment, which changes whenever the other side starts or
+stops (``Server.slowdown``).
 Durations come from ``m2sim.cost``.
 """
 
@@ -24,6 +27,19 @@ from m2sim.sim.server import DEMAND, PREFETCH, Server
 from m2sim.types import Device, Link
 
 
+def _contend(ssd: Server, host: tuple[Server, ...], host_frac: float, ssd_frac: float) -> None:
+    """Host threads run ``1 + host_frac`` times slower while the SSD reads; the SSD reads
+    ``1 + ssd_frac`` times slower while a host thread is busy."""
+    if host_frac:
+        for h in host:
+            h.slowdown = lambda: 1.0 + host_frac if ssd.busy else 1.0
+            h.watch(ssd)
+    if ssd_frac:
+        ssd.slowdown = lambda: 1.0 + ssd_frac if any(h.busy for h in host) else 1.0
+        for h in host:
+            ssd.watch(h)
+
+
 class Hardware:
     def __init__(self, env: simpy.Environment, cfg: M2SimConfig, log: list):
         self.env = env
@@ -33,17 +49,12 @@ class Hardware:
         self.ssd_bytes_per_s = host.ssd_link_bytes_per_s()
         self.h2d_bytes_per_s = host.gpu_link_bytes_per_s(gpu)
         ssd = Server(env, Link.SSD_TO_DRAM.name, 1, log)
-        slowdown = 1.0 + self.ov.ssd_busy_host_slowdown_frac
-
-        def host_stretch() -> float:  # host threads run slower while the SSD reader is busy
-            return slowdown if ssd.busy else 1.0
-
-        stretch = host_stretch if self.ov.ssd_busy_host_slowdown_frac else None
         if gpu.is_host_cpu or cfg.sim.single_host_thread:  # one thread computes (or issues
             # and waits for each kernel), copies into the device cache and manages it
-            self.gpu = Server(env, "GPU", 1, log, stretch=stretch)
+            self.gpu = Server(env, "GPU", 1, log)
             self.links = {Link.SSD_TO_DRAM: ssd, Link.DRAM_TO_HBM: self.gpu}
             self.mgmt = self.cpu = self.gpu
+            threads: tuple[Server, ...] = (self.gpu,)
         else:
             self.gpu = Server(env, "GPU", 1, log)
             self.links = {
@@ -51,8 +62,11 @@ class Hardware:
                 Link.DRAM_TO_HBM: Server(env, Link.DRAM_TO_HBM.name, host.gpu_copy_engines,
                                          log),
             }
-            self.mgmt = Server(env, "CPU_MGMT", 1, log, stretch=stretch)
-            self.cpu = Server(env, "CPU", 1, log, stretch=stretch)
+            self.mgmt = Server(env, "CPU_MGMT", 1, log)
+            self.cpu = Server(env, "CPU", 1, log)
+            threads = (self.mgmt, self.cpu)
+        _contend(ssd, threads, self.ov.ssd_busy_host_slowdown_frac,
+                 self.ov.host_busy_ssd_slowdown_frac)
         self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
         self.gpu_compute_bound_s = 0.0
         self.cpu_weight_bytes = 0  # weights the CPU read from DRAM (cold neurons)

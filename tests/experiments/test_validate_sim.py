@@ -56,4 +56,5 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     assert df.bytes_match.all() and df.hits_match.all()
     saved = json.loads((tmp_path / "p.json").read_text())
     assert len(saved["measurements"]["contention"]) == 2  # one row per pass, both fitted
+    assert len(saved["measurements"]["ssd_beside"]) == 4  # the reader alone before and after
     assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()

@@ -110,6 +110,9 @@ def _measurements(planner, gpu, ov) -> tuple[Measurements, OpShapes]:
     m.layer_host = [250e-6, 260e-6, 240e-6]
     # the ops run 1.4x as long with the reader busy beside them, in both passes
     m.contention = [(10**9, 1.4, 1.0), (5 * 10**8, 0.7, 0.5)]
+    # the reader: 1.0 GB/s beside the decode, 1.25 GB/s alone (then 1.3, 1.2: median 0.25)
+    m.ssd_beside = [(2 * 10**9, 2.0, 10**9, 0.8), (10**9, 1.0, 13 * 10**8, 1.0),
+                    (10**9, 1.0, 6 * 10**8, 0.5)]
     shapes = OpShapes(attention={(t, c): planner.attention_op(0, t, c, False)
                                  for t, c, _ in m.attention},
                       ffn={(t, *c): planner.ffn_op(0, tuple(c), t) for t, *c, _ in m.ffn},
@@ -136,6 +139,7 @@ def test_calibrate_gives_back_the_parameters_that_made_the_measurements(load_cfg
     assert o["ffn_gather_per_band_us"] == pytest.approx(80.0, rel=1e-3)
     assert o["layer_us"] == pytest.approx(250.0)
     assert o["ssd_busy_host_slowdown_frac"] == pytest.approx(0.4)
+    assert o["host_busy_ssd_slowdown_frac"] == pytest.approx(0.25)
     assert o["staged_gather"] is False
     assert cal.ssd["seq_read_gb_per_s"] == pytest.approx(1.2, rel=1e-3)
     assert cal.ssd["read_latency_us"] == pytest.approx(0.0, abs=1e-3)

@@ -27,7 +27,7 @@ def test_new_knobs_are_off_by_default():
     assert (ov.unit_load_per_band_us, ov.unit_load_per_id_ns, ov.evict_per_band_us,
             ov.evict_per_id_ns) == (0,) * 4
     assert ov.ffn_gather_per_band_us is None and ov.staged_gather
-    assert ov.ssd_busy_host_slowdown_frac == 0
+    assert ov.ssd_busy_host_slowdown_frac == 0 and ov.host_busy_ssd_slowdown_frac == 0
 
 
 def _host_job(hw, env, at_s, service_s, label):
@@ -59,6 +59,46 @@ def test_host_jobs_that_start_while_an_ssd_read_is_in_flight_are_stretched(make_
     assert hw.mgmt is hw.gpu  # a CPU-only profile: the compute thread itself is stretched
 
 
+def test_a_host_job_is_stretched_only_while_the_read_lasts(make_cfg):
+    # 1.5x slower while the read runs over [0, R): a job of J > R/1.5 starting with it has done
+    # R/1.5 when the read ends and the rest at full speed: it ends at R + J - R/1.5
+    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
+                   "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, cfg, log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    read_s = hw.transfer_s(t)
+    hw.transfer(t, 0)
+    _host_job(hw, env, 0.0, read_s, "spans")
+    env.run()
+    (job,) = [r for r in log if r.label == "spans"]
+    assert job.end_s == pytest.approx(read_s + read_s - read_s / 1.5, rel=1e-12)
+
+
+def test_ssd_reads_are_slower_while_a_host_thread_is_busy(make_cfg):
+    # 2x slower while the compute thread works over [0, H): the read of R > H/2 ends at
+    # H + (R - H/2); the host job itself keeps its time (the other knob is off)
+    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
+                   "sim.overheads.host_busy_ssd_slowdown_frac=1.0")
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, cfg, log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    read_s = hw.transfer_s(t)
+    host_s = read_s / 2
+    _host_job(hw, env, 0.0, host_s, "compute")
+    hw.transfer(t, 0)
+    env.run()
+    took = {r.label: r.end_s - r.start_s for r in log}
+    assert took["compute"] == pytest.approx(host_s, rel=1e-12)
+    assert took[Payload.FFN_LAYER.value] == pytest.approx(host_s + read_s - host_s / 2,
+                                                          rel=1e-12)
+    assert hw.links[Link.SSD_TO_DRAM].busy_s == pytest.approx(took[Payload.FFN_LAYER.value])
+
+
 def test_without_the_knob_host_jobs_beside_ssd_reads_keep_their_time(make_cfg):
     env = simpy.Environment()
     log: list = []
@@ -85,9 +125,19 @@ def test_ssd_contention_slows_an_ssd_bound_host_cpu_run(make_cfg):
     assert d["tpot_s"] == c["tpot_s"]
 
 
-def test_a_negative_slowdown_is_refused_with_the_field_named(make_cfg):
-    with pytest.raises(Exception, match="ssd_busy_host_slowdown_frac"):
-        make_cfg(*TINY, "sim.overheads.ssd_busy_host_slowdown_frac=-0.1")
+@pytest.mark.parametrize("knob", ["ssd_busy_host_slowdown_frac", "host_busy_ssd_slowdown_frac"])
+def test_a_negative_slowdown_is_refused_with_the_field_named(make_cfg, knob):
+    with pytest.raises(Exception, match=f"sim.overheads.{knob}"):
+        make_cfg(*TINY, f"sim.overheads.{knob}=-0.1")
+
+
+def test_read_contention_slows_an_ssd_bound_host_cpu_run(make_cfg):
+    over = [*TINY, "policy=m2cache", "policy.dram_cache.fixed_layers=0", "gpu.is_host_cpu=true"]
+    a = simulate(make_cfg(*over)).summary
+    b = simulate(make_cfg(*over, "sim.overheads.host_busy_ssd_slowdown_frac=1.0")).summary
+    assert a["bytes_by_link"] == b["bytes_by_link"]
+    assert b["busy_s"]["SSD_TO_DRAM"] > a["busy_s"]["SSD_TO_DRAM"]
+    assert b["tpot_s"] > a["tpot_s"]
 
 
 def test_op_fixed_costs_add_exactly(make_cfg):

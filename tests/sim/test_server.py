@@ -77,3 +77,40 @@ def test_log_and_busy_time_record_every_job(env):
 def test_negative_service_time_is_rejected(env):
     with pytest.raises(ValueError):
         Server(env, "link", 1, []).submit(-1.0)
+
+
+def _busy_over(env, server, at_s, service_s):
+    def go():
+        yield env.timeout(at_s)
+        yield server.submit(service_s)
+    env.process(go())
+
+
+def test_a_slowdown_applies_only_while_the_watched_server_is_busy(env):
+    """A job progresses at 1/slowdown of full speed while the other server works, at full
+    speed otherwise: 1 s of work at half speed over [0, 0.5) and full speed after it ends at
+    0.5 + (1 - 0.25) = 1.25 s."""
+    log: list = []
+    other = Server(env, "other", 1, [])
+    server = Server(env, "link", 1, log, slowdown=lambda: 2.0 if other.busy else 1.0)
+    server.watch(other)
+    _busy_over(env, other, 0.0, 0.5)
+    done = _run(env, server, [(0.0, 1.0, DEMAND, "a")])
+    assert done["a"] == pytest.approx(1.25, rel=1e-12)
+    assert server.busy_s == pytest.approx(1.25, rel=1e-12)  # busy time is the slowed time
+    assert (log[0].start_s, log[0].end_s) == pytest.approx((0.0, 1.25), rel=1e-12)
+
+
+def test_a_slowdown_that_starts_mid_job_stretches_only_the_rest(env):
+    # full speed over [0, 0.4), half speed from 0.4 while the other works for 2 s: the
+    # remaining 0.6 s of work takes 1.2 s, ending at 1.6 s
+    other = Server(env, "other", 1, [])
+    server = Server(env, "link", 1, [], slowdown=lambda: 2.0 if other.busy else 1.0)
+    server.watch(other)
+    _busy_over(env, other, 0.4, 2.0)
+    assert _run(env, server, [(0.0, 1.0, DEMAND, "a")]) == {"a": pytest.approx(1.6, rel=1e-12)}
+
+
+def test_an_unwatched_slowdown_is_read_when_a_job_starts(env):
+    server = Server(env, "link", 1, [], slowdown=lambda: 3.0)
+    assert _run(env, server, [(0.0, 1.0, DEMAND, "a")]) == {"a": pytest.approx(3.0)}
