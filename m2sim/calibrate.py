@@ -7,6 +7,8 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   SSD layer reads), least squares on *relative* error so small and large sizes both count;
 - SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes
   ``ceil(n / min(qd, Q)) * latency + n * s / bandwidth`` -- the simulator's ``ssd_read_s``;
+  whole layers read one at a time against queued back to back give the slowdown of a lone
+  read (``SSDConfig.lone_read_slowdown_frac``, median over layer sizes of the ratio);
 - linear costs (nonnegative least squares): an FFN op = fixed + per band + per weight per
   precision; a cache-unit load = fixed + per id + per byte;
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
@@ -166,6 +168,7 @@ class Measurements:
     h2d: list[tuple[int, float]] = field(default_factory=list)  # host -> device (bytes, s)
     ssd_qd: list[tuple[int, int, int, float]] = field(default_factory=list)  # (qd, B, n, s)
     ssd_layer: list[tuple[int, float]] = field(default_factory=list)  # (layer bytes, s)
+    ssd_lone: list[tuple[int, float]] = field(default_factory=list)  # the same, one at a time
     attention: list[tuple[int, int, float]] = field(default_factory=list)  # (T, context, s)
     ffn: list[tuple[int, int, int, int, float]] = field(default_factory=list)  # (T, ids x3, s)
     lm_head: list[float] = field(default_factory=list)  # s per token
@@ -219,6 +222,14 @@ class Calibration:
 
 def _median(xs) -> float:
     return float(np.median(np.asarray(xs, dtype=float)))
+
+
+def _by_size(rows) -> dict[int, float]:
+    """Median seconds per size of (bytes, seconds) rows."""
+    sizes: dict[int, list[float]] = {}
+    for b, t in rows:
+        sizes.setdefault(b, []).append(t)
+    return {b: _median(ts) for b, ts in sizes.items()}
 
 
 def _residual_us(samples, ops: dict, gpu: GPUConfig, ov: OverheadConfig) -> float:
@@ -338,4 +349,9 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
         most = max(-(-b // SEQUENTIAL_REQUEST_BYTES) for b, _ in m.ssd_layer)
         ssd.update(seq_read_gb_per_s=1.0 / lay.slope / GB, read_latency_us=lay.intercept * 1e6,
                    queue_depth=max(ssd.get("queue_depth", 1), most))
+        if m.ssd_lone:  # one layer at a time against queued: per size, then the median
+            queued, lone = _by_size(m.ssd_layer), _by_size(m.ssd_lone)
+            slower = [max(0.0, lone[b] / queued[b] - 1.0) for b in lone if b in queued]
+            if slower:
+                ssd["lone_read_slowdown_frac"] = _median(slower)
     return Calibration(gpu=gpu, host=host, ssd=ssd, overheads=ov, fits=fits)

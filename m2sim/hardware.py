@@ -190,6 +190,11 @@ class SSDConfig:
     seq_read_gb_per_s: float = MISSING
     read_latency_us: float = MISSING  # one QD1 4 KiB random read (1 / QD1 IOPS)
     queue_depth: int = 32  # requests the drive serves concurrently
+    # A read with no other read waiting behind it runs at 1 / (1 + this) of full speed: the
+    # bandwidth above is the drive's with reads queued back to back, and one read at a time
+    # (a demand read, a look-ahead of 1) leaves its parallelism idle. A profile measures it as
+    # whole layers read one at a time against the same layers queued.
+    lone_read_slowdown_frac: float = 0.0
     active_w: float = 6.0
     idle_w: float = 1.0
     pcie_gen: int = 3
@@ -201,6 +206,7 @@ class SSDConfig:
         check_positive("host.ssd.seq_read_gb_per_s", self.seq_read_gb_per_s)
         check_range("host.ssd.read_latency_us", self.read_latency_us, 0, None)
         check_range("host.ssd.queue_depth", self.queue_depth, 1, 65536)
+        check_range("host.ssd.lone_read_slowdown_frac", self.lone_read_slowdown_frac, 0, None)
         check_range("host.ssd.idle_w", self.idle_w, 0, self.active_w)
 
     @property

@@ -133,21 +133,27 @@ def ssd_qd_rows(reader: SSDReader, store: Store, *, sizes: Sequence[int],
 
 
 def ssd_layer_rows(reader: SSDReader, store: Store, num_layers: int,
-                   precision_sets: Sequence[Sequence[Precision]], rounds: int
-                   ) -> list[tuple[int, float]]:
+                   precision_sets: Sequence[Sequence[Precision]], rounds: int,
+                   one_at_a_time: bool = False) -> list[tuple[int, float]]:
     """Whole layers read as the preloader reads them (every precision of a set at once, on the
     reader's I/O threads), ``num_layers`` queued back to back as a preloader running ahead
-    keeps them: (bytes of one layer, seconds per layer)."""
+    keeps them, or with ``one_at_a_time`` each waited for before the next is asked for (a
+    demand read): (bytes of one layer, seconds per layer)."""
     out = []
     for _ in range(rounds):
         for precisions in precision_sets:
+            nbytes = 0
             t0 = time.perf_counter()
-            futs = [reader.submit_layer(layer, p) for layer in range(num_layers)
-                    for p in precisions]
-            nbytes = sum(f.result().numel() for f in futs)
+            if one_at_a_time:
+                for layer in range(num_layers):
+                    nbytes += sum(f.result().numel() for f in
+                                  [reader.submit_layer(layer, p) for p in precisions])
+            else:
+                futs = [reader.submit_layer(layer, p) for layer in range(num_layers)
+                        for p in precisions]
+                nbytes = sum(f.result().numel() for f in futs)
             out.append((nbytes // num_layers, (time.perf_counter() - t0) / num_layers))
     return out
-
 
 
 class BackgroundReads:

@@ -220,6 +220,8 @@ def measure(o: Options) -> tuple[Measurements, dict]:
                                               requests=16 if o.quick else 32)
                 sets = [BANDS, (Precision.FP16,), (Precision.INT8,), (Precision.INT4,)]
                 meas.ssd_layer += mb.ssd_layer_rows(reader, store, m.num_layers, sets, 1)
+                meas.ssd_lone += mb.ssd_layer_rows(reader, store, m.num_layers, sets, 1,
+                                                   one_at_a_time=True)
             bar.update(1)
     info["store"] = str(store.path)
     info["capacity_gb"] = shutil.disk_usage(store.path).total / 1e9

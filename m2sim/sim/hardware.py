@@ -12,7 +12,8 @@ waits for each (m2real). Host threads run ``1 + sim.overheads.ssd_busy_host_slow
 times slower while an SSD read is in flight, and SSD reads
 ``1 + sim.overheads.host_busy_ssd_slowdown_frac`` times slower while a host thread is busy: a
 job progresses at the speed of the moment, which changes whenever the other side starts or
-stops (``Server.slowdown``).
+stops (``Server.slowdown``). A read with no other read queued behind it runs
+``1 + host.ssd.lone_read_slowdown_frac`` times slower.
 Durations come from ``m2sim.cost``.
 """
 
@@ -27,15 +28,21 @@ from m2sim.sim.server import DEMAND, PREFETCH, Server
 from m2sim.types import Device, Link
 
 
-def _contend(ssd: Server, host: tuple[Server, ...], host_frac: float, ssd_frac: float) -> None:
+def _contend(ssd: Server, host: tuple[Server, ...], host_frac: float, ssd_frac: float,
+             lone_frac: float) -> None:
     """Host threads run ``1 + host_frac`` times slower while the SSD reads; the SSD reads
-    ``1 + ssd_frac`` times slower while a host thread is busy."""
+    ``1 + ssd_frac`` times slower while a host thread is busy, and ``1 + lone_frac`` times
+    slower while no other read waits behind the one in service."""
     if host_frac:
         for h in host:
             h.slowdown = lambda: 1.0 + host_frac if ssd.busy else 1.0
             h.watch(ssd)
-    if ssd_frac:
-        ssd.slowdown = lambda: 1.0 + ssd_frac if any(h.busy for h in host) else 1.0
+    if ssd_frac or lone_frac:
+        def read_slowdown() -> float:
+            beside = 1.0 + ssd_frac if any(h.busy for h in host) else 1.0
+            return beside * (1.0 + lone_frac if not ssd.queued else 1.0)
+
+        ssd.slowdown = read_slowdown
         for h in host:
             ssd.watch(h)
 
@@ -66,7 +73,7 @@ class Hardware:
             self.cpu = Server(env, "CPU", 1, log)
             threads = (self.mgmt, self.cpu)
         _contend(ssd, threads, self.ov.ssd_busy_host_slowdown_frac,
-                 self.ov.host_busy_ssd_slowdown_frac)
+                 self.ov.host_busy_ssd_slowdown_frac, host.ssd.lone_read_slowdown_frac)
         self.gpu_memory_bound_s = 0.0  # GPU busy time split by roofline regime (for power)
         self.gpu_compute_bound_s = 0.0
         self.cpu_weight_bytes = 0  # weights the CPU read from DRAM (cold neurons)

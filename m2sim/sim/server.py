@@ -7,8 +7,10 @@ driven by event callbacks rather than a process per job, because a decode token 
 issues hundreds of them. Every finished job is appended to ``log`` as a ``JobRecord``.
 ``slowdown`` (optional) is the factor by which the engines run slower at this instant: a job
 progresses at 1 / slowdown() of full speed, and the factor is read again whenever a server it
-depends on (``watch``) starts or stops being busy. That models contention between things that
-share a machine: host threads beside SSD reads, and the reads beside the host threads.
+depends on (``watch``) starts or stops being busy, and whenever this server's own queue goes
+from empty to not or back (it may depend on that too). That models contention between things
+that share a machine (host threads beside SSD reads, and the reads beside the host threads)
+and a drive that reads faster with reads queued.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class Server:
         was_busy = self.busy
         self._dispatch()
         self._notify(was_busy)
+        if len(self._queue) == 1:  # jobs in service now have one waiting behind them
+            self.restretch()
         return done
 
     def _factor(self) -> float:
@@ -125,8 +129,11 @@ class Server:
         self._log.append(JobRecord(role, label, layer, token, run.start_s, self.env.now, nbytes,
                                    priority == PREFETCH))
         done.succeed()
+        was_queued = bool(self._queue)
         self._dispatch()
         self._notify(True)
+        if was_queued and not self._queue:  # the last waiting job just started
+            self.restretch()
 
     @property
     def queued(self) -> int:

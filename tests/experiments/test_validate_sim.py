@@ -57,4 +57,5 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     saved = json.loads((tmp_path / "p.json").read_text())
     assert len(saved["measurements"]["contention"]) == 2  # one row per pass, both fitted
     assert len(saved["measurements"]["ssd_beside"]) == 4  # the reader alone before and after
+    assert len(saved["measurements"]["ssd_lone"]) == len(saved["measurements"]["ssd_layer"])
     assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()

@@ -107,6 +107,9 @@ def _measurements(planner, gpu, ov) -> tuple[Measurements, OpShapes]:
     m.evict = [(b, n, 60e-6 + n * 70e-9) for b in range(3) for n in (8, 16, 32, 64)]
     m.gather = [(b, n, 80e-6 + 2 * n * ib[b] / bw) for b in range(3) for n in (8, 32, 64)]
     m.ssd_layer = [(n, n / 1.2e9) for n in (1 << 20, 1 << 22, 10 << 20)]
+    # one at a time: 1.1x, 1.3x and 1.2x as long as queued (median 0.2)
+    m.ssd_lone = [(n, f * n / 1.2e9) for n, f in ((1 << 20, 1.1), (1 << 22, 1.3),
+                                                   (10 << 20, 1.2))]
     m.layer_host = [250e-6, 260e-6, 240e-6]
     # the ops run 1.4x as long with the reader busy beside them, in both passes
     m.contention = [(10**9, 1.4, 1.0), (5 * 10**8, 0.7, 0.5)]
@@ -144,6 +147,7 @@ def test_calibrate_gives_back_the_parameters_that_made_the_measurements(load_cfg
     assert cal.ssd["seq_read_gb_per_s"] == pytest.approx(1.2, rel=1e-3)
     assert cal.ssd["read_latency_us"] == pytest.approx(0.0, abs=1e-3)
     assert cal.ssd["queue_depth"] == 10  # a 10 MiB layer is one wave of 1 MiB requests
+    assert cal.ssd["lone_read_slowdown_frac"] == pytest.approx(0.2)
     assert cal.gpu["is_host_cpu"] is True
 
 

@@ -99,6 +99,50 @@ def test_ssd_reads_are_slower_while_a_host_thread_is_busy(make_cfg):
     assert hw.links[Link.SSD_TO_DRAM].busy_s == pytest.approx(took[Payload.FFN_LAYER.value])
 
 
+def _ssd_read(hw, env, at_s, t, token):
+    def go():
+        yield env.timeout(at_s)
+        yield hw.transfer(t, token)
+    env.process(go())
+
+
+def test_a_read_with_none_queued_behind_it_is_slower(make_cfg):
+    # lone reads 1.5x: of two reads asked for together the first has the second waiting behind
+    # it (full speed, R) and the second is alone (1.5 R); a third, asked for at 0.5 R after the
+    # second has finished, is alone too
+    cfg = make_cfg(*TINY, "host.ssd.lone_read_slowdown_frac=0.5")
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, cfg, log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    r = hw.transfer_s(t)
+    hw.transfer(t, 0)
+    hw.transfer(t, 1)
+    _ssd_read(hw, env, 3 * r, t, 2)
+    env.run()
+    ends = {rec.token: (rec.start_s, rec.end_s) for rec in log}
+    assert ends[0] == pytest.approx((0.0, r), rel=1e-12)
+    assert ends[1] == pytest.approx((r, 2.5 * r), rel=1e-12)
+    assert ends[2] == pytest.approx((3 * r, 4.5 * r), rel=1e-12)
+
+
+def test_a_lone_read_speeds_up_when_another_queues_behind_it(make_cfg):
+    # alone over [0, R/2): R/3 done at 1/1.5 speed; the rest, 2R/3, at full speed
+    cfg = make_cfg(*TINY, "host.ssd.lone_read_slowdown_frac=0.5")
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, cfg, log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    r = hw.transfer_s(t)
+    hw.transfer(t, 0)
+    _ssd_read(hw, env, r / 2, t, 1)
+    env.run()
+    first = [rec for rec in log if rec.token == 0][0]
+    assert first.end_s == pytest.approx(r / 2 + 2 * r / 3, rel=1e-12)
+
+
 def test_without_the_knob_host_jobs_beside_ssd_reads_keep_their_time(make_cfg):
     env = simpy.Environment()
     log: list = []
@@ -125,10 +169,12 @@ def test_ssd_contention_slows_an_ssd_bound_host_cpu_run(make_cfg):
     assert d["tpot_s"] == c["tpot_s"]
 
 
-@pytest.mark.parametrize("knob", ["ssd_busy_host_slowdown_frac", "host_busy_ssd_slowdown_frac"])
+@pytest.mark.parametrize("knob", ["sim.overheads.ssd_busy_host_slowdown_frac",
+                                  "sim.overheads.host_busy_ssd_slowdown_frac",
+                                  "host.ssd.lone_read_slowdown_frac"])
 def test_a_negative_slowdown_is_refused_with_the_field_named(make_cfg, knob):
-    with pytest.raises(Exception, match=f"sim.overheads.{knob}"):
-        make_cfg(*TINY, f"sim.overheads.{knob}=-0.1")
+    with pytest.raises(Exception, match=knob):
+        make_cfg(*TINY, f"{knob}=-0.1")
 
 
 def test_read_contention_slows_an_ssd_bound_host_cpu_run(make_cfg):
