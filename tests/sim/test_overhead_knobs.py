@@ -30,6 +30,16 @@ def test_new_knobs_are_off_by_default():
     assert ov.ssd_busy_host_slowdown_frac == 0 and ov.host_busy_ssd_slowdown_frac == 0
 
 
+def _machine(make_cfg, *overrides):
+    """A modelled machine, its log, and one 4 MB layer read with its full-speed seconds."""
+    env = simpy.Environment()
+    log: list = []
+    hw = Hardware(env, make_cfg(*overrides), log)
+    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
+                 prefetch=True)
+    return env, log, hw, t, hw.transfer_s(t)
+
+
 def _host_job(hw, env, at_s, service_s, label):
     def go():
         yield env.timeout(at_s)
@@ -38,14 +48,8 @@ def _host_job(hw, env, at_s, service_s, label):
 
 
 def test_host_jobs_that_start_while_an_ssd_read_is_in_flight_are_stretched(make_cfg):
-    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
-                   "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, cfg, log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
-    read_s = hw.transfer_s(t)
+    env, log, hw, t, read_s = _machine(make_cfg, *TINY, "gpu.is_host_cpu=true",
+                                       "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
     hw.transfer(t, 0)  # in flight over [0, read_s)
     _host_job(hw, env, 0.0, 1e-4, "during")  # starts with the read: 1.5x
     _host_job(hw, env, read_s + 1e-3, 1e-4, "after")  # starts once the SSD is idle: 1x
@@ -62,14 +66,8 @@ def test_host_jobs_that_start_while_an_ssd_read_is_in_flight_are_stretched(make_
 def test_a_host_job_is_stretched_only_while_the_read_lasts(make_cfg):
     # 1.5x slower while the read runs over [0, R): a job of J > R/1.5 starting with it has done
     # R/1.5 when the read ends and the rest at full speed: it ends at R + J - R/1.5
-    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
-                   "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, cfg, log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
-    read_s = hw.transfer_s(t)
+    env, log, hw, t, read_s = _machine(make_cfg, *TINY, "gpu.is_host_cpu=true",
+                                       "sim.overheads.ssd_busy_host_slowdown_frac=0.5")
     hw.transfer(t, 0)
     _host_job(hw, env, 0.0, read_s, "spans")
     env.run()
@@ -80,14 +78,8 @@ def test_a_host_job_is_stretched_only_while_the_read_lasts(make_cfg):
 def test_ssd_reads_are_slower_while_a_host_thread_is_busy(make_cfg):
     # 2x slower while the compute thread works over [0, H): the read of R > H/2 ends at
     # H + (R - H/2); the host job itself keeps its time (the other knob is off)
-    cfg = make_cfg(*TINY, "gpu.is_host_cpu=true",
-                   "sim.overheads.host_busy_ssd_slowdown_frac=1.0")
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, cfg, log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
-    read_s = hw.transfer_s(t)
+    env, log, hw, t, read_s = _machine(make_cfg, *TINY, "gpu.is_host_cpu=true",
+                                       "sim.overheads.host_busy_ssd_slowdown_frac=1.0")
     host_s = read_s / 2
     _host_job(hw, env, 0.0, host_s, "compute")
     hw.transfer(t, 0)
@@ -110,13 +102,7 @@ def test_a_read_with_none_queued_behind_it_is_slower(make_cfg):
     # lone reads 1.5x: of two reads asked for together the first has the second waiting behind
     # it (full speed, R) and the second is alone (1.5 R); a third, asked for at 0.5 R after the
     # second has finished, is alone too
-    cfg = make_cfg(*TINY, "host.ssd.lone_read_slowdown_frac=0.5")
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, cfg, log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
-    r = hw.transfer_s(t)
+    env, log, hw, t, r = _machine(make_cfg, *TINY, "host.ssd.lone_read_slowdown_frac=0.5")
     hw.transfer(t, 0)
     hw.transfer(t, 1)
     _ssd_read(hw, env, 3 * r, t, 2)
@@ -129,13 +115,7 @@ def test_a_read_with_none_queued_behind_it_is_slower(make_cfg):
 
 def test_a_lone_read_speeds_up_when_another_queues_behind_it(make_cfg):
     # alone over [0, R/2): R/3 done at 1/1.5 speed; the rest, 2R/3, at full speed
-    cfg = make_cfg(*TINY, "host.ssd.lone_read_slowdown_frac=0.5")
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, cfg, log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
-    r = hw.transfer_s(t)
+    env, log, hw, t, r = _machine(make_cfg, *TINY, "host.ssd.lone_read_slowdown_frac=0.5")
     hw.transfer(t, 0)
     _ssd_read(hw, env, r / 2, t, 1)
     env.run()
@@ -144,11 +124,7 @@ def test_a_lone_read_speeds_up_when_another_queues_behind_it(make_cfg):
 
 
 def test_without_the_knob_host_jobs_beside_ssd_reads_keep_their_time(make_cfg):
-    env = simpy.Environment()
-    log: list = []
-    hw = Hardware(env, make_cfg(*TINY), log)
-    t = Transfer(link=Link.SSD_TO_DRAM, payload=Payload.FFN_LAYER, layer=1, nbytes=4 * 10**6,
-                 prefetch=True)
+    env, log, hw, t, _ = _machine(make_cfg, *TINY)
     hw.transfer(t, 0)
     _host_job(hw, env, 0.0, 1e-4, "during")
     env.run()
