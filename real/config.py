@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 from m2sim.config import M2SimConfig, register_configs
 from m2sim.errors import ConfigError, check_range
+from real.allocator import MAX_THRESHOLD_BYTES
 
 
 class PredictorKind(Enum):
@@ -74,6 +75,10 @@ class RealConfig:
     predictor: PredictorKind = PredictorKind.AUTO
     record_trace: Optional[str] = None  # write this run's active sets as a .m2trace
     torch_threads: int = 0  # 0: leave torch's default
+    # the host allocator (real/allocator.py): blocks up to this size come from malloc's heap,
+    # not a fresh mmap per call, and this much freed heap stays mapped; 0 leaves glibc's own
+    malloc_mmap_threshold_bytes: int = 32 << 20
+    malloc_trim_threshold_bytes: int = 256 << 20
     io_threads: int = 4
     # float type of the dense weights and activations: float32 (exact, the default) or
     # float16 / bfloat16 (half the memory for the resident dense weights)
@@ -90,6 +95,10 @@ class RealConfig:
                               f"bfloat16)")
         check_range("real.torch_threads", self.torch_threads, 0, 1024)
         check_range("real.io_threads", self.io_threads, 1, 256)
+        check_range("real.malloc_mmap_threshold_bytes", self.malloc_mmap_threshold_bytes, 0,
+                    MAX_THRESHOLD_BYTES)
+        check_range("real.malloc_trim_threshold_bytes", self.malloc_trim_threshold_bytes, 0,
+                    MAX_THRESHOLD_BYTES)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from real.predictor import (
     train_predictor,
 )
 from real.quality import heldout_text, topic_start
-from real.run import check_model, checkpoint_path, ensure_store
+from real.run import check_model, checkpoint_path, ensure_store, host_settings
 from real.store import _fsync_dir, _replace
 from real.tokenizer import load_tokenizer
 
@@ -135,8 +135,7 @@ def train_store_predictor(cfg: RealRunConfig) -> TrainedPredictor:
 
     Every check runs before the store is built or anything is written.
     """
-    if cfg.real.torch_threads:
-        torch.set_num_threads(cfg.real.torch_threads)
+    host_settings(cfg.real)
     if cfg.real.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("real.device", f"{cfg.real.device} requested but CUDA is not "
                           f"available here (allowed: cpu)")

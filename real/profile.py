@@ -43,6 +43,8 @@ from m2sim.planner import Planner
 from m2sim.trace import SyntheticTrace, SyntheticTraceConfig, write_trace
 from m2sim.types import BANDS, Precision
 from real import microbench as mb
+from real.config import RealConfig
+from real.run import host_settings
 from real.ssd import SSDReader
 from real.store import Store, open_store
 
@@ -172,7 +174,7 @@ def model_config(o: Options) -> M2SimConfig:
 def measure(o: Options) -> tuple[Measurements, dict]:
     """Everything, in ``rounds`` passes spread over time (the machine's speed drifts on a scale
     of seconds; medians over the passes), after one short real decode."""
-    torch.set_num_threads(o.threads)
+    host_settings(RealConfig(torch_threads=o.threads))  # threads, allocator: as a real run
     device, dtype = torch.device(o.device), getattr(torch, o.dtype)
     m, quant = model_config(o).model, model_config(o).quant
     rounds, reps = (1, 5) if o.quick else (3, 9)

@@ -31,8 +31,9 @@ from m2sim.results import Results, summarize
 from m2sim.trace import ReplayTraceConfig
 from m2sim.trace.file import TraceWriter
 from m2sim.types import BANDS, Link
+from real.allocator import keep_freed_memory
 from real.checkpoint import CheckpointError, load_model, smollm2_gguf_path
-from real.config import PredictorKind, RealRunConfig
+from real.config import PredictorKind, RealConfig, RealRunConfig
 from real.device_cache import DeviceNeuronCache
 from real.dram import DRAMCache
 from real.energy import EnergyMeter, Measurement, side_by_side
@@ -178,9 +179,15 @@ def _scorer(cfg: RealRunConfig, model: Transformer, store: Store) -> tuple[Score
     return oracle, "oracle"
 
 
+def host_settings(r: RealConfig) -> None:
+    """The process-wide settings a run asks for: torch's threads, the host allocator's."""
+    if r.torch_threads:
+        torch.set_num_threads(r.torch_threads)
+    keep_freed_memory(r.malloc_mmap_threshold_bytes, r.malloc_trim_threshold_bytes)
+
+
 def run_real(cfg: RealRunConfig) -> Results:
-    if cfg.real.torch_threads:
-        torch.set_num_threads(cfg.real.torch_threads)
+    host_settings(cfg.real)
     if cfg.real.device.startswith("cuda") and not torch.cuda.is_available():
         raise M2SimError(f"real.device: {cfg.real.device} requested but CUDA is not available "
                          f"here (allowed: cpu)")
