@@ -15,7 +15,10 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   fixed host cost (``OverheadConfig.attention_us`` etc.);
 - contention, both ways: how much slower the real backend's decode runs while the SSD reader
   reads beside it (``OverheadConfig.ssd_busy_host_slowdown_frac``), and how much slower the
-  reader reads beside the decode than alone (``OverheadConfig.host_busy_ssd_slowdown_frac``).
+  reader reads beside the decode than alone (``OverheadConfig.host_busy_ssd_slowdown_frac``);
+- the executor's own host time per layer (planning, issuing, records), medians: a dense decode's
+  is every policy's (``layer_us``), and a sparse decode's extra is the planning of its HBM
+  cache, charged with each layer's cache work (``cache_mgmt_per_layer_us``).
 
 ``calibrate`` turns one machine's ``Measurements`` into the values of a ``gpu``, a ``host``, an
 ``ssd`` and an ``overheads`` config (plain dicts, written as YAML by the profiler).
@@ -178,6 +181,9 @@ class Measurements:
     gather: list[tuple[int, int, float]] = field(default_factory=list)  # (band, ids, s) from unit
     quantize: list[tuple[int, float]] = field(default_factory=list)  # (weights, s)
     layer_host: list[float] = field(default_factory=list)  # executor's own s per layer
+    # the same for a dense decode (no HBM cache to plan or update): the part of the above that
+    # every policy pays; the rest is a sparse policy's cache planning, per layer
+    layer_host_dense: list[float] = field(default_factory=list)
     # the real backend's decode with the SSD reader running beside it: (bytes read while it
     # ran, its seconds, the same decode's seconds alone)
     contention: list[tuple[int, float, float]] = field(default_factory=list)
@@ -331,8 +337,12 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
                   if n_beside and s_beside > 0 and s_alone > 0]
         if slower:
             ov["host_busy_ssd_slowdown_frac"] = _median(slower)
-    if m.layer_host:
+    if m.layer_host:  # the executor's own time per layer: every policy's, and a sparse one's
         ov["layer_us"] = _median(m.layer_host) * 1e6
+        if m.layer_host_dense:  # cache planning: charged with each sparse layer's cache work
+            dense_us = _median(m.layer_host_dense) * 1e6
+            ov["cache_mgmt_per_layer_us"] = max(0.0, ov["layer_us"] - dense_us)
+            ov["layer_us"] = min(ov["layer_us"], dense_us)
 
     ssd: dict = {}
     if m.ssd_qd:

@@ -101,12 +101,14 @@ def _real_cfg(o: Options, *overrides: str):
         return to_config(compose(config_name="real", overrides=ov))
 
 
-def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, float, float],
+def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
+                                                   tuple[int, float, float],
                                                    list[tuple[int, float, int, float]], Store]:
     """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace,
     three times: alone, with the SSD reader reading layers beside it, alone again; and the
-    reader alone just before and just after the loaded decode. Returns the executor's own
-    host time per decode layer (planning, issuing, records; the two runs alone), the
+    reader alone just before and just after the loaded decode; then the same decode of the
+    dense policy (no HBM cache to plan). Returns the executor's own host time per decode layer
+    (planning, issuing, records; the two m2cache runs alone, then the dense run), the
     contention row (bytes read while the loaded decode ran, its seconds, the mean of the two
     alone), the reader's rows (bytes and seconds beside the decode, bytes and seconds alone;
     one per alone run) and the store built for it, opened. The contention is measured on the
@@ -124,8 +126,8 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, floa
                     "real.predictor=TRACE", "workload.prompt_tokens=16",
                     f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4")
 
-    def decode() -> tuple[float, float]:  # (decode seconds, executor host s per layer)
-        s = run_real(cfg).summary
+    def decode(c=cfg) -> tuple[float, float]:  # (decode seconds, executor host s per layer)
+        s = run_real(c).summary
         return s["tpot_s"] * n, s["executor_host_s_per_layer"]["decode"]
 
     before = decode()
@@ -142,10 +144,13 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], tuple[int, floa
             loaded_s, _ = decode()
         alone.append(reads_alone(alone_read_s))
     after = decode()
+    dense = decode(_real_cfg(o, "policy=dense", "workload.prompt_tokens=16",
+                             f"workload.output_tokens={n + 1}", "gpu=h100_pcie",
+                             "host=server_pcie4"))
     nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
     alone_s = (before[0] + after[0]) / 2
     beside = [(bg.nbytes, bg.wall_s, *a) for a in alone]
-    return [before[1], after[1]], (nbytes, loaded_s, alone_s), beside, store
+    return [before[1], after[1]], [dense[1]], (nbytes, loaded_s, alone_s), beside, store
 
 
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
@@ -187,7 +192,7 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=1 + 3 * rounds, desc="profile",
                                                      unit="step", file=sys.stderr) as bar:
         bar.set_postfix_str("real decode, alone and beside SSD reads")
-        meas.layer_host, row, beside, store = executor_decode(o, Path(tmp))
+        meas.layer_host, meas.layer_host_dense, row, beside, store = executor_decode(o, Path(tmp))
         meas.contention.append(row)
         meas.ssd_beside.extend(beside)
         bar.update(1)

@@ -58,4 +58,5 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     assert len(saved["measurements"]["contention"]) == 2  # one row per pass, both fitted
     assert len(saved["measurements"]["ssd_beside"]) == 4  # the reader alone before and after
     assert len(saved["measurements"]["ssd_lone"]) == len(saved["measurements"]["ssd_layer"])
+    assert len(saved["measurements"]["layer_host_dense"]) == 2  # a dense decode per pass
     assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()

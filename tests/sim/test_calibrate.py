@@ -148,7 +148,17 @@ def test_calibrate_gives_back_the_parameters_that_made_the_measurements(load_cfg
     assert cal.ssd["read_latency_us"] == pytest.approx(0.0, abs=1e-3)
     assert cal.ssd["queue_depth"] == 10  # a 10 MiB layer is one wave of 1 MiB requests
     assert cal.ssd["lone_read_slowdown_frac"] == pytest.approx(0.2)
+    assert o["cache_mgmt_per_layer_us"] == 0.0  # no dense decode measured: all in layer_us
+
     assert cal.gpu["is_host_cpu"] is True
+
+def test_a_dense_decode_splits_the_executors_time_into_every_layer_and_cache_planning(load_cfg):
+    _, planner, gpu, ov = _machine(load_cfg)
+    m, shapes = _measurements(planner, gpu, ov)
+    m.layer_host_dense = [80e-6, 90e-6, 70e-6]  # the sparse decode's: 250 us
+    o = calibrate(m, shapes, is_host_cpu=True).overheads
+    assert o["layer_us"] == pytest.approx(80.0)
+    assert o["cache_mgmt_per_layer_us"] == pytest.approx(170.0)
 
 
 def test_calibrated_knobs_reproduce_the_measured_ops(load_cfg):

@@ -254,6 +254,15 @@ def test_layer_us_adds_exactly_per_layer_in_a_serial_run(make_cfg):
     assert more - base == pytest.approx(4 * 250e-6, rel=1e-9)  # 4 layers
 
 
+@pytest.mark.parametrize("policy, layers_charged", [("m2cache", 4), ("dense", 0)])
+def test_cache_planning_per_layer_is_charged_to_sparse_layers_only(make_cfg, policy,
+                                                                   layers_charged):
+    over = [*TINY, f"policy={policy}", "sim.overlap=false", "gpu.is_host_cpu=true"]
+    base = simulate(make_cfg(*over, "sim.overheads.cache_mgmt_per_layer_us=0")).summary["tpot_s"]
+    more = simulate(make_cfg(*over, "sim.overheads.cache_mgmt_per_layer_us=170")).summary
+    assert more["tpot_s"] - base == pytest.approx(layers_charged * 170e-6, rel=1e-9, abs=1e-12)
+
+
 def test_uncharged_predictor_removes_exactly_its_kernels(make_cfg):
     over = [*TINY, "policy=m2cache", "sim.overlap=false"]
     cfg = make_cfg(*over)
