@@ -7,8 +7,8 @@ tokens/s, bytes per link, hit rates per tier, and measured vs modelled energy wh
 Run:    .venv/bin/python -m real.profile --model smollm2_135m --name vm_smollm2 --store S
         .venv/bin/python experiments/validate_sim.py --model smollm2_135m --profile vm_smollm2 \
             --store S [--repeats 3] [--tokens 24]
-    or, profiling with one pass before each repeat (the profile samples the same spells of a
-    drifting machine as the real runs):
+    or, profiling with one pass before each repeat and the backend's ops before every real run
+    (the profile samples the same spells of a drifting machine as the real runs):
         .venv/bin/python experiments/validate_sim.py --profile vm_smollm2 --store S \
             --conf-dir C --interleave-profile
 Output: OUT/validate_sim.csv, OUT/validate_sim.md (OUT: results/validate_sim by default),
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
-from real.profile import Options, fit_and_write, measure
+from real.profile import Options, fit_and_write, measure, measure_ops
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
 
 
@@ -65,8 +65,9 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
     """Run (or, with ``reuse``, reread from OUT/real_runs.json) the real side, then simulate.
 
     ``interleave``: profile the machine (these options; they write the setup's profile) with
-    one pass before each repeat, so the profile samples the same spells of the machine as the
-    real runs, and fit it once they are done."""
+    one pass before each repeat and the backend's ops (``measure_ops``, about 2 s) before every
+    real run, so the profile samples the same spells of the machine as the real runs, and fit
+    it once they are done."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases(s.model) if not only or c.name in only]
     saved, trace = out / "real_runs.json", out / "trace.m2trace"
@@ -91,10 +92,14 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
                 if interleave is not None and r > 0:
                     profile_pass()
                 for c in todo:
+                    if interleave is not None:
+                        meas.extend(measure_ops(interleave))
                     reals[c.name].append(real_run(s, *replay(trace), "real.predictor=TRACE",
                                                   *c.overrides))
                     bar.update(1)
         saved.write_text(json.dumps(reals, default=str))
+        if interleave is not None:
+            fit_and_write(interleave, meas, info)
     rows = [compare(c, reals[c.name], sim_run(s, trace, c)) for c in todo]
     df = pd.DataFrame(rows)
     df.attrs["decode_tokens"] = s.output_tokens - 1
@@ -143,7 +148,8 @@ def main() -> None:
                     help="simulate again against the real runs saved in OUT")
     ap.add_argument("--interleave-profile", action="store_true",
                     help="profile the machine (writing --profile into --conf-dir, default conf/) "
-                         "with one pass before each repeat of the real runs")
+                         "with one pass before each repeat of the real runs, and its ops before "
+                         "every real run")
     a = ap.parse_args()
     s = Setup(model=a.model, profile=a.profile, checkpoint=a.checkpoint, store=a.store,
               prompt_tokens=a.prompt_tokens, output_tokens=a.tokens, device=a.device,

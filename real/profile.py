@@ -181,11 +181,10 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     of seconds; medians over the passes), after one short real decode."""
     host_settings(RealConfig(torch_threads=o.threads))  # threads, allocator: as a real run
     device, dtype = torch.device(o.device), getattr(torch, o.dtype)
-    m, quant = model_config(o).model, model_config(o).quant
+    m = model_config(o).model
     rounds, reps = (1, 5) if o.quick else (3, 9)
     rounds = o.rounds or rounds
     meas, info = Measurements(), {}
-    k = max(8, round(m.active_frac * m.d_ff))
     mib = 1 << 20
     sizes = [mib // 2, 2 * mib, 8 * mib, 32 * mib] if o.quick else \
         [mib // 2, mib, 2 * mib, 4 * mib, 8 * mib, 16 * mib, 32 * mib, 64 * mib]
@@ -196,18 +195,9 @@ def measure(o: Options) -> tuple[Measurements, dict]:
         meas.contention.append(row)
         meas.ssd_beside.extend(beside)
         bar.update(1)
-
-        def decode() -> mb.DecodeRows:  # the backend's ops over a synthetic decode
-            return mb.decode_rows(m, quant, dtype=dtype, device=device,
-                                  combos=_combos(k, m.d_ff, o.quick),
-                                  load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
-                                  tokens=o.tokens, prompt_tokens=16)
-
         for _ in range(rounds):
             bar.set_postfix_str("the backend's ops at the model's shapes")
-            rows = decode()
-            for name in ("attention", "ffn", "lm_head", "load", "evict", "link", "gather"):
-                getattr(meas, name).extend(getattr(rows, name))
+            meas.extend(measure_ops(o))
             bar.update(1)
             bar.set_postfix_str("GEMV, GEMM, memcpy rates")
             meas.gemv += mb.gemv_rows(m.d_model, dtype, device, sizes, reps)
@@ -233,6 +223,24 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     info["store"] = str(store.path)
     info["capacity_gb"] = shutil.disk_usage(store.path).total / 1e9
     return meas, info
+
+
+def measure_ops(o: Options) -> Measurements:
+    """The backend's ops at the model's shapes over one short synthetic decode (about 2 s on
+    the development VM): a pass of ``measure`` times them once, and ``validate_sim`` with
+    ``--interleave-profile`` also before every real run, so that the op costs sample the same
+    moments of a drifting machine as the runs they predict."""
+    host_settings(RealConfig(torch_threads=o.threads))
+    m, quant = model_config(o).model, model_config(o).quant
+    k = max(8, round(m.active_frac * m.d_ff))
+    rows = mb.decode_rows(m, quant, dtype=getattr(torch, o.dtype), device=torch.device(o.device),
+                          combos=_combos(k, m.d_ff, o.quick),
+                          load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
+                          tokens=o.tokens, prompt_tokens=16)
+    meas = Measurements()
+    for name in ("attention", "ffn", "lm_head", "load", "evict", "link", "gather"):
+        getattr(meas, name).extend(getattr(rows, name))
+    return meas
 
 
 def header(o: Options, cfg: M2SimConfig) -> dict:

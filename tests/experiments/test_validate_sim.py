@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 from experiments.validate_sim import cases, validate  # noqa: E402
+from m2sim.compose import load_config  # noqa: E402
 from real.profile import Options, profile  # noqa: E402
 from real.tiny import save_tiny_llama  # noqa: E402
 from real.validate import Setup  # noqa: E402
@@ -59,4 +60,8 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     assert len(saved["measurements"]["ssd_beside"]) == 4  # the reader alone before and after
     assert len(saved["measurements"]["ssd_lone"]) == len(saved["measurements"]["ssd_layer"])
     assert len(saved["measurements"]["layer_host_dense"]) == 2  # a dense decode per pass
+    # the ops: once per pass (2) and once before every real run (2 repeats x 2 configurations),
+    # each over o.tokens decode steps of every layer
+    layers = load_config("model=tiny").model.num_layers
+    assert len(saved["measurements"]["attention"]) == (2 + 4) * o.tokens * layers
     assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()
