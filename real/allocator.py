@@ -6,9 +6,10 @@ above its mmap threshold (128 KiB at start, raised on the fly as big blocks are 
 fresh ``mmap`` and unmaps them on ``free``; it also trims the heap's free top above its trim
 threshold. Which of these happens depends on what was allocated and freed before, so the same
 op page-faults its temporaries on every call in one process state and reuses warm heap memory
-in another. Measured on the development VM (``experiments/bench_allocator.py``), the FFN over
-every neuron in FP16 took 3.8-4.3 ms in the first state and 1.8-1.9 ms with both thresholds
-fixed; that is the CPU runs' largest source of noise, in the real backend and in the profile.
+in another. On the development VM (``experiments/bench_allocator.py``, 4 fresh processes per
+setting) the FFN over every neuron in FP16 took 4.36 ms with glibc's defaults and 2.19 ms with
+both thresholds fixed; the two states made the same op's timings noisy, in the real backend
+and in the profile alike.
 
 Serving stacks solve this with a caching allocator (jemalloc or tcmalloc preloaded, or CUDA's
 caching allocator on a GPU). We set glibc's two thresholds instead (``mallopt``), at the start

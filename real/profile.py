@@ -122,9 +122,10 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
                          default_active_frac=m.active_frac, default_overlap_frac=m.overlap_frac,
                          seed=0)
     trace = write_trace(src, tmp / "calib.m2trace", num_tokens=n, model=m.name, d_model=m.d_model)
+    shape = ("workload.prompt_tokens=16", f"workload.output_tokens={n + 1}", "gpu=h100_pcie",
+             "host=server_pcie4")
     cfg = _real_cfg(o, "policy=m2cache", "trace=replay", f"trace.path={trace}",
-                    "real.predictor=TRACE", "workload.prompt_tokens=16",
-                    f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4")
+                    "real.predictor=TRACE", *shape)
 
     def decode(c=cfg) -> tuple[float, float]:  # (decode seconds, executor host s per layer)
         s = run_real(c).summary
@@ -144,9 +145,7 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
             loaded_s, _ = decode()
         alone.append(reads_alone(alone_read_s))
     after = decode()
-    dense = decode(_real_cfg(o, "policy=dense", "workload.prompt_tokens=16",
-                             f"workload.output_tokens={n + 1}", "gpu=h100_pcie",
-                             "host=server_pcie4"))
+    dense = decode(_real_cfg(o, "policy=dense", *shape))
     nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
     alone_s = (before[0] + after[0]) / 2
     beside = [(bg.nbytes, bg.wall_s, *a) for a in alone]
@@ -231,9 +230,10 @@ def measure_ops(o: Options) -> Measurements:
     ``--interleave-profile`` also before every real run, so that the op costs sample the same
     moments of a drifting machine as the runs they predict."""
     host_settings(RealConfig(torch_threads=o.threads))
-    m, quant = model_config(o).model, model_config(o).quant
+    cfg = model_config(o)
+    m = cfg.model
     k = max(8, round(m.active_frac * m.d_ff))
-    rows = mb.decode_rows(m, quant, dtype=getattr(torch, o.dtype), device=torch.device(o.device),
+    rows = mb.decode_rows(m, cfg.quant, dtype=getattr(torch, o.dtype), device=torch.device(o.device),
                           combos=_combos(k, m.d_ff, o.quick),
                           load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
                           tokens=o.tokens, prompt_tokens=16)
