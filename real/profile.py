@@ -237,10 +237,7 @@ def measure_ops(o: Options) -> Measurements:
                           combos=_combos(k, m.d_ff, o.quick),
                           load_ids=[max(1, k // d) for d in (16, 8, 4, 2)],
                           tokens=o.tokens, prompt_tokens=16)
-    meas = Measurements()
-    for name in ("attention", "ffn", "lm_head", "load", "evict", "link", "gather"):
-        getattr(meas, name).extend(getattr(rows, name))
-    return meas
+    return Measurements(**dataclasses.asdict(rows))  # DecodeRows' fields are Measurements'
 
 
 def header(o: Options, cfg: M2SimConfig) -> dict:
