@@ -2,7 +2,7 @@
 
 Covers: for each configuration (tier budgets from all-in-DRAM to mostly-on-SSD, precision bands,
 look-ahead depths, ATU vs LRU, baselines), the real backend and the simulator replay the same
-recorded trace; the table puts real (median of repeats, min-max) beside simulated TPOT, TTFT,
+recorded trace; the table puts real (mean of repeats, min-max) beside simulated TPOT, TTFT,
 tokens/s, bytes per link, hit rates per tier, and measured vs modelled energy where measurable.
 Run:    .venv/bin/python -m real.profile --model smollm2_135m --name vm_smollm2 --store S
         .venv/bin/python experiments/validate_sim.py --model smollm2_135m --profile vm_smollm2 \
@@ -112,7 +112,7 @@ def markdown(df: pd.DataFrame) -> str:
     def pct(x):
         return "–" if x is None or pd.isna(x) else f"{100 * x:+.1f}%"
 
-    lines = ["| config | real TPOT ms (min–max) | sim TPOT ms | TPOT err | real TTFT ms | sim TTFT "
+    lines = ["| config | real TPOT ms, mean (min–max) | sim TPOT ms | TPOT err | real TTFT ms | sim TTFT "
              "ms | TTFT err | real tok/s | sim tok/s | SSD MB/token | DRAM→HBM MB/token | hit "
              "HBM | hit DRAM | bytes, hits equal |", "|" + "---|" * 14]
     n = df.attrs.get("decode_tokens", 1)

@@ -3,6 +3,12 @@
 Measuring lives in ``real/profile.py`` (it needs torch and the machine itself); this module only
 fits, so it is tested on synthetic measurements with known parameters. The models fitted:
 
+- every fit first takes the mean time of the samples at each shape, then fits those. A run's
+  TPOT is a sum of its ops' times, so what predicts it is each op's mean time, slow samples
+  included. Timings on a shared machine are skewed (a sample is slowed, never sped up): least
+  squares on relative error over the raw samples, as before, weights each by 1/t and so lands
+  below even the median (on the development VM the FFN fit came out 11-21% under every
+  shape's median in one profile); the median is itself about 10% under the mean there;
 - affine: ``seconds = latency + units * seconds_per_unit`` (GEMV, memcpy, host->device copies,
   SSD layer reads), least squares on *relative* error so small and large sizes both count;
 - SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes
@@ -16,7 +22,7 @@ fits, so it is tested on synthetic measurements with known parameters. The model
 - contention, both ways: how much slower the real backend's decode runs while the SSD reader
   reads beside it (``OverheadConfig.ssd_busy_host_slowdown_frac``), and how much slower the
   reader reads beside the decode than alone (``OverheadConfig.host_busy_ssd_slowdown_frac``);
-- the executor's own host time per layer (planning, issuing, records), medians: a dense decode's
+- the executor's own host time per layer (planning, issuing, records), means: a dense decode's
   is every policy's (``layer_us``), and a sparse decode's extra is the planning of its HBM
   cache, charged with each layer's cache work (``cache_mgmt_per_layer_us``).
 
@@ -91,12 +97,22 @@ def _nnls_unit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+def means_by_shape(a: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of the design matrix ``a`` and the mean of ``t`` over each one's
+    samples (the module docstring says why the fits use these, not the raw samples)."""
+    a, t = np.asarray(a, dtype=float), np.asarray(t, dtype=float)
+    shapes, which = np.unique(a, axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    return shapes, np.array([np.mean(t[which == i]) for i in range(len(shapes))])
+
+
 def fit_affine(x, t) -> Affine:
-    """``t = intercept + slope * x`` with intercept, slope >= 0, minimizing relative error."""
+    """``t = intercept + slope * x`` with intercept, slope >= 0, minimizing relative error over
+    the mean time at each size."""
     x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError("fit_affine needs at least two distinct sizes")
-    a = np.stack([np.ones_like(x), x], axis=1)
+    a, t = means_by_shape(np.stack([np.ones_like(x), x], axis=1), t)
     c = nnls(a, t, weights=1.0 / t)
     return Affine(float(c[0]), float(c[1]), _rel_rms(a @ c, t))
 
@@ -118,9 +134,10 @@ def ssd_batch_s(num_requests, request_bytes, qd, latency_s, bytes_per_s, queue_d
 
 def fit_ssd(qd, request_bytes, num_requests, seconds) -> SSDFit:
     """Latency, bandwidth and queue depth Q of ``ssd_batch_s`` from batches of reads measured at
-    several queue depths and request sizes; Q is the candidate with the least relative error."""
-    qd, size = np.asarray(qd), np.asarray(request_bytes, dtype=float)
-    n, t = np.asarray(num_requests), np.asarray(seconds, dtype=float)
+    several queue depths and request sizes (the mean time of each); Q is the candidate with
+    the least relative error."""
+    shapes, t = means_by_shape(np.stack([qd, request_bytes, num_requests], axis=1), seconds)
+    qd, size, n = shapes[:, 0].astype(int), shapes[:, 1], shapes[:, 2].astype(int)
     best: Optional[SSDFit] = None
     for q in sorted({int(v) for v in qd} | {1}):
         waves = -(-n // np.minimum(qd, q))
@@ -144,10 +161,11 @@ class LinearFit:
 
 def fit_linear(features: dict[str, np.ndarray], t, *, relative: bool = True) -> LinearFit:
     """``t = sum_k coef_k * feature_k`` with every coef >= 0 (a constant is a feature of ones),
-    minimizing relative error (or absolute error: for residuals near zero)."""
-    t = np.asarray(t, dtype=float)
+    minimizing relative error (or absolute error: for residuals near zero) over the mean time
+    of each distinct row of features."""
     names = list(features)
-    a = np.stack([np.asarray(features[k], dtype=float) for k in names], axis=1)
+    a, t = means_by_shape(np.stack([np.asarray(features[k], dtype=float) for k in names],
+                                     axis=1), t)
     c = nnls(a, t, weights=1.0 / t if relative else None)
     scale = t if relative else np.full_like(t, max(float(np.abs(t).mean()), 1e-300))
     err = float(np.sqrt(np.mean(((a @ c - t) / scale) ** 2)))
@@ -158,7 +176,8 @@ def fit_linear(features: dict[str, np.ndarray], t, *, relative: bool = True) -> 
 
 @dataclass
 class Measurements:
-    """What ``real/profile.py`` measured (seconds are medians of repeats). Sizes in bytes.
+    """What ``real/profile.py`` measured (rates: medians of repeats; the backend's ops: one sample
+    per row). Sizes in bytes.
 
     The ops (attention, FFN, LM head) are the real backend's own code at the model's shapes;
     ``ffn`` rows give ids per band (FP16, INT8, INT4) as the plan counts them.
@@ -238,10 +257,14 @@ def _by_size(rows) -> dict[int, float]:
     return {b: _median(ts) for b, ts in sizes.items()}
 
 
+def _mean(xs) -> float:
+    return float(np.mean(np.asarray(xs, dtype=float)))
+
+
 def _residual_us(samples, ops: dict, gpu: GPUConfig, ov: OverheadConfig) -> float:
-    """Median of measured seconds minus the roofline (fixed costs 0) of the op, in us."""
+    """Mean of measured seconds minus the roofline (fixed costs 0) of the op, in us."""
     res = [s - gpu_roofline(ops[tuple(key)], gpu, ov)[0] for *key, s in samples]
-    return max(0.0, _median(res) * 1e6)
+    return max(0.0, _mean(res) * 1e6)
 
 
 def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibration:
@@ -320,7 +343,7 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
               evict_per_band_us=ev.coef["band"] * 1e6, evict_per_id_ns=ev.coef["id"] * 1e9)
     if m.gather:
         _, _, nbytes, t = per_band(m.gather)
-        ov["ffn_gather_per_band_us"] = max(0.0, _median(t - 2 * nbytes / mem_bw) * 1e6)
+        ov["ffn_gather_per_band_us"] = max(0.0, _mean(t - 2 * nbytes / mem_bw) * 1e6)
     ov["cpu_efficiency_frac"] = min(1.0, mem_bw / dram_bw)
     if m.quantize:
         q = fit_affine(*zip(*m.quantize))
@@ -338,9 +361,9 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
         if slower:
             ov["host_busy_ssd_slowdown_frac"] = _median(slower)
     if m.layer_host:  # the executor's own time per layer: every policy's, and a sparse one's
-        ov["layer_us"] = _median(m.layer_host) * 1e6
+        ov["layer_us"] = _mean(m.layer_host) * 1e6
         if m.layer_host_dense:  # cache planning: charged with each sparse layer's cache work
-            dense_us = _median(m.layer_host_dense) * 1e6
+            dense_us = _mean(m.layer_host_dense) * 1e6
             ov["cache_mgmt_per_layer_us"] = max(0.0, ov["layer_us"] - dense_us)
             ov["layer_us"] = min(ov["layer_us"], dense_us)
 

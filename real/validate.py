@@ -104,19 +104,23 @@ def _err(sim: Optional[float], real: Optional[float]) -> Optional[float]:
 
 
 def compare(case: Case, reals: Sequence[dict], sim: dict) -> dict[str, Any]:
-    """One row of the validation table: real medians (and spread) beside the simulation."""
+    """One row of the validation table: real means over the repeats (and their spread) beside
+    the simulation. Means, not medians: the simulator predicts the expected time on this
+    machine (the profile's op costs are means over their samples, slow ones included), and a
+    mean over repeats estimates the same thing; on a machine whose slow spells are skewed the
+    median of either lies below it."""
     row: dict[str, Any] = {"config": case.name, "what": case.what, "policy": sim["policy"],
                            "repeats": len(reals)}
     for key, name in (("tpot_s", "tpot_ms"), ("ttft_s", "ttft_ms"),
                       ("tokens_per_s", "tokens_per_s")):
         vals = [r[key] for r in reals]
         scale = 1e3 if name.endswith("_ms") else 1.0
-        med = statistics.median(vals)
-        row[f"real_{name}"] = med * scale
+        mean = statistics.fmean(vals)
+        row[f"real_{name}"] = mean * scale
         row[f"real_{name}_min"] = min(vals) * scale
         row[f"real_{name}_max"] = max(vals) * scale
         row[f"sim_{name}"] = sim[key] * scale
-        row[f"err_{name}"] = _err(sim[key], med)
+        row[f"err_{name}"] = _err(sim[key], mean)
     r0 = reals[0]
     for link, b in sim["bytes_by_link"].items():
         row[f"real_bytes_{link}"] = r0["bytes_by_link"][link]
@@ -129,7 +133,7 @@ def compare(case: Case, reals: Sequence[dict], sim: dict) -> dict[str, Any]:
     row["real_peak_dram_bytes"] = r0["peak_bytes_by_tier"]["dram"]
     me = r0.get("measured_energy") or {}
     measured = [r.get("measured_energy", {}).get("measured_energy_j") for r in reals]
-    row["real_energy_j"] = (statistics.median(measured) if all(m is not None for m in measured)
+    row["real_energy_j"] = (statistics.fmean(measured) if all(m is not None for m in measured)
                             else None)
     row["sim_energy_j"] = sim.get("energy_j")
     row["err_energy"] = _err(row["sim_energy_j"], row["real_energy_j"])
