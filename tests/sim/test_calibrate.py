@@ -32,6 +32,24 @@ def test_affine_fit_recovers_latency_and_bandwidth(rng):
     assert fit.rel_rms < 0.01
 
 
+def test_fits_give_each_shapes_mean_time_under_skewed_noise(rng):
+    """A shared machine slows samples, never speeds them up: every sample here is the true
+    time times a lognormal factor (median 1, mean e^(sigma^2/2) = 1.133). A run's time is a sum
+    of op times, so the fits must give the mean; least squares on relative error over the raw
+    samples gives about e^(-1.5 sigma^2) = 0.69 of the true time, the median 1.0."""
+    sigma, n = 0.5, 3000
+    w = np.repeat(np.array([1e5, 3e5, 1e6, 3e6]), n)
+    true_fixed, true_per_w = 50e-6, 1e-9
+    t = (true_fixed + true_per_w * w) * rng.lognormal(0.0, sigma, len(w))
+    mean_factor = np.exp(sigma**2 / 2)
+    lin = fit_linear({"fixed": np.ones(len(w)), "w": w}, t)
+    assert lin.coef["fixed"] == pytest.approx(true_fixed * mean_factor, rel=0.2)
+    assert lin.coef["w"] == pytest.approx(true_per_w * mean_factor, rel=0.03)
+    aff = fit_affine(w, t)
+    assert aff.slope == pytest.approx(true_per_w * mean_factor, rel=0.03)
+    assert aff.intercept == pytest.approx(true_fixed * mean_factor, rel=0.2)
+
+
 def test_affine_fit_keeps_latency_nonnegative():
     x = np.array([1.0, 2.0, 3.0])
     fit = fit_affine(x, 2.0 * x - 0.5)  # the best line has a negative intercept
