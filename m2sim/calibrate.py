@@ -6,9 +6,9 @@ fits, so it is tested on synthetic measurements with known parameters. The model
 - every fit first takes the mean time of the samples at each shape, then fits those. A run's
   TPOT is a sum of its ops' times, so what predicts it is each op's mean time, slow samples
   included. Timings on a shared machine are skewed (a sample is slowed, never sped up): least
-  squares on relative error over the raw samples, as before, weights each by 1/t and so lands
-  below even the median (on the development VM the FFN fit came out 11-21% under every
-  shape's median in one profile); the median is itself about 10% under the mean there;
+  squares on relative error over the raw samples would weight each by 1/t and land below even
+  the median (on the development VM such a fit came out 11-21% under every FFN shape's median
+  in one profile); the median is itself about 10% under the mean there;
 - affine: ``seconds = latency + units * seconds_per_unit`` (GEMV, memcpy, host->device copies,
   SSD layer reads), least squares on *relative* error so small and large sizes both count;
 - SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes

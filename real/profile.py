@@ -115,7 +115,7 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
     and seconds alone; one per alone read) and the store built for it, opened. The contention
     is measured on the backend as it really runs (its Python planning, numpy bookkeeping,
     copies and kernels). One loaded decode lasts about a second, and on the development VM the
-    ratio of one pair ranged from 1.06 to 2.31 where the real runs showed about 1.7: several
+    ratio of one pair ranged from 1.06 to 2.83 where the real runs showed 1.5-2.1: several
     pairs a pass, and the fit takes their median."""
     from real.run import run_real, store_path
 
@@ -144,7 +144,7 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
             return bg.nbytes, bg.wall_s
 
         alone_read_s = 0.5 if o.quick else 1.5  # about as long as the loaded decode
-        pairs = o.contention_pairs or (1 if o.quick else 3)
+        pairs = o.contention_pairs if o.contention_pairs is not None else (1 if o.quick else 3)
         if pairs < 1:
             raise ValueError(f"contention_pairs must be at least 1, got {pairs}")
         for _ in range(pairs):
