@@ -103,7 +103,7 @@ def means_by_shape(a: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
     a, t = np.asarray(a, dtype=float), np.asarray(t, dtype=float)
     shapes, which = np.unique(a, axis=0, return_inverse=True)
     which = which.reshape(-1)
-    return shapes, np.array([np.mean(t[which == i]) for i in range(len(shapes))])
+    return shapes, np.bincount(which, weights=t) / np.bincount(which)
 
 
 def fit_affine(x, t) -> Affine:

@@ -119,6 +119,9 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
     pairs a pass, and the fit takes their median."""
     from real.run import run_real, store_path
 
+    pairs = o.contention_pairs if o.contention_pairs is not None else (1 if o.quick else 3)
+    if pairs < 1:
+        raise ValueError(f"contention_pairs must be at least 1, got {pairs}")
     m = load_config(f"model={o.model}").model
     n = 2 + o.tokens
     src = SyntheticTrace(SyntheticTraceConfig(), num_layers=m.num_layers, d_ff=m.d_ff,
@@ -144,9 +147,6 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
             return bg.nbytes, bg.wall_s
 
         alone_read_s = 0.5 if o.quick else 1.5  # about as long as the loaded decode
-        pairs = o.contention_pairs if o.contention_pairs is not None else (1 if o.quick else 3)
-        if pairs < 1:
-            raise ValueError(f"contention_pairs must be at least 1, got {pairs}")
         for _ in range(pairs):
             read_before = reads_alone(alone_read_s)
             with mb.BackgroundReads(reader, store, m.num_layers) as bg:
