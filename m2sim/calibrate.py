@@ -9,6 +9,10 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   squares on relative error over the raw samples would weight each by 1/t and land below even
   the median (on the development VM such a fit came out 11-21% under every FFN shape's median
   in one profile); the median is itself about 10% under the mean there;
+- the backend's ops (attention, FFN, LM head, the cache unit's evictions and loads) are fitted
+  to their times inside real decodes where the profile has them (``Measurements.ops``), else
+  to the op loop's: an op loop runs each op out of place, after other ops' copies, and times
+  it slower than the decode does;
 - affine: ``seconds = latency + units * seconds_per_unit`` (GEMV, memcpy, host->device copies,
   SSD layer reads), least squares on *relative* error so small and large sizes both count;
 - SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes
@@ -16,7 +20,8 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   whole layers read one at a time against queued back to back give the slowdown of a lone
   read (``SSDConfig.lone_read_slowdown_frac``, median over layer sizes of the ratio);
 - linear costs (nonnegative least squares): an FFN op = fixed + per band + per weight per
-  precision; a cache-unit load = fixed + per id + per byte;
+  precision; a cache-unit load = fixed + per id + per byte; an eviction = per band + per id +
+  per byte (it moves rows to keep the pool compact);
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
   fixed host cost (``OverheadConfig.attention_us`` etc.);
 - contention, both ways: how much slower the real backend's decode runs while the SSD reader
@@ -174,6 +179,9 @@ def fit_linear(features: dict[str, np.ndarray], t, *, relative: bool = True) -> 
 
 # ---- one machine's measurements -> config values -------------------------------------------
 
+COMPUTE_OPS = ("attention", "ffn", "lm_head")
+
+
 @dataclass
 class Measurements:
     """What ``real/profile.py`` measured (rates: medians of repeats; the backend's ops: one sample
@@ -209,6 +217,22 @@ class Measurements:
     # the same SSD reader's rate beside that decode and alone: (bytes read beside it, their
     # seconds, bytes read alone, their seconds)
     ssd_beside: list[tuple[int, float, int, float]] = field(default_factory=list)
+    # the same ops timed inside real decodes of the backend (``real.record_op_times``), rows
+    # as above: where present, the fits take these instead of the op loop's (see ``calibrate``)
+    attention_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
+    ffn_in_decode: list[tuple[int, int, int, int, float]] = field(default_factory=list)
+    lm_head_in_decode: list[float] = field(default_factory=list)
+    evict_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
+    load_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def ops(self, name: str, compute_from_decodes: bool = False) -> list:
+        """The rows of op ``name`` the fits use (the module docstring says why): the cache
+        unit's evictions and loads timed inside real decodes where there are any; the compute
+        ops (attention, FFN, LM head) from the op loop unless ``compute_from_decodes``."""
+        decode = getattr(self, f"{name}_in_decode")
+        if name in COMPUTE_OPS and not compute_from_decodes:
+            return getattr(self, name) or decode
+        return decode or getattr(self, name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -261,15 +285,37 @@ def _mean(xs) -> float:
     return float(np.mean(np.asarray(xs, dtype=float)))
 
 
+def _in_decode_over_op_loop(m: Measurements) -> dict[str, float]:
+    """Per op and shape timed both ways: the mean time inside real decodes over the op loop's
+    (below 1: the op loop times the op slower than the decodes ran it)."""
+    out = {}
+    for name in (*COMPUTE_OPS, "evict", "load"):
+        loop, dec = getattr(m, name), getattr(m, f"{name}_in_decode")
+        if name == "lm_head":
+            loop, dec = [(t,) for t in loop], [(t,) for t in dec]
+        by_loop: dict[tuple, list[float]] = {}
+        for *key, t in loop:
+            by_loop.setdefault(tuple(key), []).append(t)
+        by_dec: dict[tuple, list[float]] = {}
+        for *key, t in dec:
+            by_dec.setdefault(tuple(key), []).append(t)
+        for key in by_dec.keys() & by_loop.keys():
+            out[f"{name}{list(key) if key else ''}"] = _mean(by_dec[key]) / _mean(by_loop[key])
+    return out
+
+
 def _residual_us(samples, ops: dict, gpu: GPUConfig, ov: OverheadConfig) -> float:
     """Mean of measured seconds minus the roofline (fixed costs 0) of the op, in us."""
     res = [s - gpu_roofline(ops[tuple(key)], gpu, ov)[0] for *key, s in samples]
     return max(0.0, _mean(res) * 1e6)
 
 
-def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibration:
-    """Config values that make the simulator reproduce ``m`` (see the module docstring)."""
-    fits: dict = {}
+def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool,
+              compute_from_decodes: bool = False) -> Calibration:
+    """Config values that make the simulator reproduce ``m`` (see the module docstring;
+    ``compute_from_decodes``: see ``Measurements.ops``)."""
+    fits: dict = {"compute_ops_from": "decodes" if compute_from_decodes else "op loop",
+                  "in_decode_over_op_loop": _in_decode_over_op_loop(m)}
     gemv = fit_affine(*zip(*m.gemv))
     mem_bw = 1.0 / gemv.slope
     gemm_flops = _median([f / s for f, s in m.gemm])
@@ -289,7 +335,7 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
 
     # FFN: fixed + per band + per weight per precision; the roofline's share of each weight is
     # its bytes over the GEMV bandwidth, the rest is the separate dequantization pass
-    decode = [r for r in m.ffn if r[0] == 1]
+    decode = [r for r in m.ops("ffn", compute_from_decodes) if r[0] == 1]
     feats = {"fixed": np.ones(len(decode)),
              "band": np.array([sum(1 for c in r[1:4] if c) for r in decode], dtype=float)}
     for b, p in enumerate(BANDS):
@@ -302,9 +348,10 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
     base = dataclasses.replace(base, **{k: v for k, v in gpu.items() if "dequant" in k})
 
     ov = {"kernel_launch_us": 0.0,
-          "attention_us": _residual_us(m.attention, ops.attention, base, zero),
+          "attention_us": _residual_us(m.ops("attention", compute_from_decodes), ops.attention, base, zero),
           "ffn_us": ffn.coef["fixed"] * 1e6, "ffn_band_us": ffn.coef["band"] * 1e6,
-          "lm_head_us": _residual_us([(s,) for s in m.lm_head], {(): ops.lm_head}, base, zero)}
+          "lm_head_us": _residual_us([(s,) for s in m.ops("lm_head", compute_from_decodes)],
+                                     {(): ops.lm_head}, base, zero)}
 
     # DRAM -> device: a copy to scratch is the link (per load + per byte); a load into the
     # cache unit adds bookkeeping (per band + per id); so do evictions; an FFN over part of a
@@ -331,16 +378,17 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool) -> Calibrati
                     gpu_link_latency_us=(h2d.intercept + link.coef["call"]) * 1e6)
         ov.update(staged_gather=True, gather_per_id_ns=0.0,
                   gather_efficiency_frac=min(1.0, link_bw / dram_bw))
-    ones, ids, nbytes, t = per_band(m.load)
+    ones, ids, nbytes, t = per_band(m.ops("load"))
     unit = fit_linear({"band": ones, "id": ids}, t - (link.coef["call"] + nbytes / link_bw),
                       relative=False)
-    ones, ids, _, t = per_band(m.evict)
-    ev = fit_linear({"band": ones, "id": ids}, t)
+    ones, ids, nbytes, t = per_band(m.ops("evict"))  # an eviction moves rows: per byte too
+    ev = fit_linear({"band": ones, "id": ids, "byte": nbytes}, t)
     fits["unit_load"], fits["evict"] = dataclasses.asdict(unit), dataclasses.asdict(ev)
     ov.update(cache_mgmt_per_layer_us=0.0, cache_mgmt_per_id_ns=0.0,
               unit_load_per_band_us=unit.coef["band"] * 1e6,
               unit_load_per_id_ns=unit.coef["id"] * 1e9,
-              evict_per_band_us=ev.coef["band"] * 1e6, evict_per_id_ns=ev.coef["id"] * 1e9)
+              evict_per_band_us=ev.coef["band"] * 1e6, evict_per_id_ns=ev.coef["id"] * 1e9,
+              evict_per_byte_ns=ev.coef["byte"] * 1e9)
     if m.gather:
         _, _, nbytes, t = per_band(m.gather)
         ov["ffn_gather_per_band_us"] = max(0.0, _mean(t - 2 * nbytes / mem_bw) * 1e6)

@@ -39,6 +39,7 @@ class OverheadConfig:
     unit_load_per_id_ns: float = 0.0
     evict_per_band_us: float = 0.0
     evict_per_id_ns: float = 0.0
+    evict_per_byte_ns: float = 0.0  # an eviction moves rows to keep the pool compact
     # None: FFN kernels index a cache unit directly. A value: an FFN over some of a unit's ids
     # (``Compute.gather``) first copies each band's rows out: this fixed cost per band plus
     # reading and writing their bytes at the device's memory bandwidth (m2real does)
@@ -65,7 +66,7 @@ class OverheadConfig:
         for f in ("kernel_launch_us", "cache_mgmt_per_layer_us", "cache_mgmt_per_id_ns",
                   "gather_per_id_ns", "quantize_ns_per_weight", "attention_us", "ffn_us",
                   "ffn_band_us", "lm_head_us", "layer_us", "unit_load_per_band_us",
-                  "unit_load_per_id_ns", "evict_per_band_us", "evict_per_id_ns",
+                  "unit_load_per_id_ns", "evict_per_band_us", "evict_per_id_ns", "evict_per_byte_ns",
                   "ssd_busy_host_slowdown_frac", "host_busy_ssd_slowdown_frac"):
             check_nonneg(f"sim.overheads.{f}", getattr(self, f))
         check_range("sim.overheads.gather_efficiency_frac", self.gather_efficiency_frac, 0, 1,
@@ -135,13 +136,15 @@ def cpu_compute_s(op: Compute, host: HostConfig, ov: OverheadConfig) -> float:
 
 def mgmt_s(num_ids_changed: int, num_ids_gathered: int, gather_bytes: int, host: HostConfig,
            ov: OverheadConfig, weights_quantized: int = 0,
-           unit_loads: tuple[int, ...] = (), evictions: tuple[int, ...] = ()) -> float:
+           unit_loads: tuple[int, ...] = (), evictions: tuple[int, ...] = (),
+           evicted_bytes: int = 0) -> float:
     """Cache bookkeeping, gathering scattered neurons and on-the-fly quantization, on the
     single management core."""
     bookkeeping = ov.cache_mgmt_per_layer_us * 1e-6 + num_ids_changed * ov.cache_mgmt_per_id_ns * 1e-9
     for n, band_us, id_ns in ((unit_loads, ov.unit_load_per_band_us, ov.unit_load_per_id_ns),
                               (evictions, ov.evict_per_band_us, ov.evict_per_id_ns)):
         bookkeeping += sum(1 for c in n if c) * band_us * 1e-6 + sum(n) * id_ns * 1e-9
+    bookkeeping += evicted_bytes * ov.evict_per_byte_ns * 1e-9
     gather = 0.0
     if num_ids_gathered and ov.staged_gather:
         gather = (gather_bytes / (host.dram_bytes_per_s * ov.gather_efficiency_frac)

@@ -80,6 +80,7 @@ class CacheWork:
     weights_quantized: int = 0  # weights quantized on the fly (band precision not stored)
     unit_loads: tuple[int, int, int] = (0, 0, 0)  # ids loaded into the cache unit, per band
     evictions: tuple[int, int, int] = (0, 0, 0)  # ids evicted from the cache unit, per band
+    evicted_bytes: int = 0  # their records' bytes (the pool is kept compact by moving rows)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -221,13 +221,16 @@ class Planner:
         if run.policy.sparse:
             n_load = sum(upd.load_counts)
             quantized = sum(c for c, q in zip(upd.load_counts, run.sizes.quantized_bands) if q)
+            evicted = (tuple(len(x) for x in upd.evict) if upd.evict is not None
+                       else (0, 0, 0))
             work = CacheWork(layer=layer, ids_changed=n_load + upd.evicted,
                              ids_gathered=n_load,
                              gather_bytes=sum(t.nbytes for t in loads),
                              weights_quantized=quantized * self.id_weights,
                              unit_loads=(0, 0, 0) if upd.transient else upd.load_counts,
-                             evictions=tuple(len(x) for x in upd.evict) if upd.evict is not None
-                             else (0, 0, 0))
+                             evictions=evicted,
+                             evicted_bytes=sum(n * b for n, b in zip(evicted,
+                                                                      run.sizes.id_bytes)))
             predictor = Compute(device=Device.GPU, what="predictor", layer=layer,
                                 weights=(run.sizes.predictor_layer // 2, 0, 0),
                                 weight_bytes=run.sizes.predictor_layer,

@@ -85,6 +85,10 @@ class RealConfig:
     dtype: str = "float32"
     stop_at_eos: bool = False  # False: always generate workload.output_tokens (as the paper)
     measure_energy: bool = True  # RAPL / NVML where readable (m2sim's real/energy.py)
+    # the summary's executor_op_samples: every decode op (attention, FFN, LM head, and the
+    # cache unit's evictions and loads) as timed in the run (the profiler fits the simulator's
+    # costs to them; on CUDA each timed op waits for the device, so the run loses overlap)
+    record_op_times: bool = False
     predictor_train: PredictorTrainConfig = field(default_factory=PredictorTrainConfig)
 
     def __post_init__(self) -> None:

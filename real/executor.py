@@ -34,6 +34,7 @@ from real.prefetch import Prefetcher
 from real.store import Store
 
 Scorer = Callable[[int, Tensor], np.ndarray]  # (layer, h (d,)) -> (d_ff,) neuron scores
+OP_KINDS = ("attention", "ffn", "lm_head", "evict", "load")
 
 
 def _part(b: Bundles) -> FFNPart:
@@ -69,9 +70,32 @@ class RealExecutor:
         self.busy = {"gpu": 0.0, "cpu_mgmt": 0.0, "cpu": 0.0,
                      Link.SSD_TO_DRAM.name: 0.0, Link.DRAM_TO_HBM.name: 0.0}
         self.host_s: list[tuple[Phase, float]] = []  # per layer: the executor's own host time
+        # decode's ops as they ran here (real.record_op_times; the profiler fits the
+        # simulator's costs to them): attention (T, context, s), ffn (T, ids per band, s),
+        # lm_head (s,), and the cache unit's evict and load (band, ids, s)
+        self.op_s: dict[str, list[tuple]] = {k: [] for k in OP_KINDS}
+        self._ffn_ids: Optional[tuple[int, int, int]] = None  # this layer's FFN, if timed
+        self._sync = (torch.cuda.synchronize if device.device.type == "cuda"
+                      else (lambda: None))
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
+
+    # ---- timing the model's ops (``real.model.OpTimer``) ------------------------------------
+    def clock(self) -> float:
+        """Now, once the device has run what was queued (a CUDA run timed so loses overlap)."""
+        self._sync()
+        return time.perf_counter()
+
+    def add(self, op: str, layer: int, seconds: float) -> None:
+        if self.token < 0:  # decode only
+            return
+        if op == "attention":
+            self.op_s[op].append((1, self.prompt_tokens + self.token + 1, seconds))
+        elif op == "ffn" and self._ffn_ids is not None:
+            self.op_s[op].append((1, *self._ffn_ids, seconds))
+        elif op == "lm_head":
+            self.op_s[op].append((seconds,))
 
     # ---- the model's hook ---------------------------------------------------------------------
     def begin_prefill(self, request: int, prompt_tokens: int) -> None:
@@ -99,6 +123,11 @@ class RealExecutor:
         end = self.now()
         self._record(plan, start, end, stalls)
         self._layer_start = end
+        # the FFN's shape for its timer, as the plan's op counts it, unless the CPU computes
+        # some of it (an op of its own in the plan)
+        upd = plan.update
+        cold = upd is not None and upd.offload is not None and any(len(x) for x in upd.offload)
+        self._ffn_ids = None if cold else tuple(int(c) for c in plan.want)
         # the executor's own host work this layer: planning, issuing, records (not the waits,
         # evictions, loads or FFN parts, which the plan's ops stand for)
         own = (t_parts - t_in) - stalls["ssd"] - stalls["link"] - (self.busy["cpu_mgmt"] - mgmt0)
@@ -126,15 +155,26 @@ class RealExecutor:
         c0 = time.perf_counter()
         if upd is not None and upd.evict is not None:
             for b, ids in enumerate(upd.evict):
+                e0 = time.perf_counter()
                 self.device.evict(plan.layer, BANDS[b], ids)
+                self._op("evict", plan, b, len(ids), time.perf_counter() - e0)
         self.busy["cpu_mgmt"] += time.perf_counter() - c0
         transient = upd is None or upd.transient
         l0 = time.perf_counter()
-        loads = [self._load(t, plan.token, transient) for t in plan.ffn_loads]
+        loads = []
+        for t in plan.ffn_loads:
+            u0 = time.perf_counter()
+            loads.append(self._load(t, plan.token, transient))
+            if not transient:
+                self._op("load", plan, t.band, len(t.ids), time.perf_counter() - u0)
         stalls["link"] += time.perf_counter() - l0
         if transient:
             self._scratch.setdefault(plan.layer, []).extend(p for p in loads if p is not None)
         return stalls
+
+    def _op(self, kind: str, plan: LayerPlan, band: int, num_ids: int, seconds: float) -> None:
+        if plan.phase is Phase.DECODE and num_ids:
+            self.op_s[kind].append((band, num_ids, seconds))
 
     def _ssd(self, t: Transfer, token: int) -> None:
         """SSD -> DRAM: drop what the DRAM policy evicted, then read a layer or neuron records."""

@@ -78,6 +78,14 @@ FFNPartsFn = Callable[[int, Tensor], Optional[Sequence[FFNPart]]]  # (layer, h_n
 FFNRecordFn = Callable[[int, Tensor, Tensor], None]  # (layer, h_normed, importance (B,T,f))
 
 
+class OpTimer(Protocol):
+    """Times the forward's ops where they run (the profiler's in-decode samples)."""
+
+    def clock(self) -> float: ...  # seconds, with the device's queued work done
+
+    def add(self, op: str, layer: int, seconds: float) -> None: ...  # attention, ffn, lm_head
+
+
 def _float_rows(w: Rows, dtype: torch.dtype) -> Tensor:
     """Rows in ``dtype``. real.quant's row blocks (they name their ``precision``) dequantize
     straight to ``dtype``: FP16 rows in a float16 model are the slot pool's own strided view."""
@@ -179,6 +187,7 @@ class _Pass:
     mask: Optional[Tensor]  # (T, S) bool, True = may attend; None when T == 1
     parts_fn: Optional[FFNPartsFn]
     record_fn: Optional[FFNRecordFn]
+    timer: Optional[OpTimer] = None
 
 
 class Attention(nn.Module):
@@ -235,11 +244,19 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(args)
 
     def forward(self, x: Tensor, layer: int, p: _Pass) -> Tensor:
+        t = p.timer
+        t0 = t.clock() if t is not None else 0.0
         h = x + self.attention(self.attention_norm(x), layer, p)  # (B, T, d)
         h_normed = self.ffn_norm(h)
+        if t is not None:
+            t.add("attention", layer, t.clock() - t0)
         parts = p.parts_fn(layer, h_normed) if p.parts_fn is not None else None
         if parts is not None:
-            return h + sparse_ffn(h_normed, parts, self.feed_forward.act)
+            t0 = t.clock() if t is not None else 0.0
+            out = h + sparse_ffn(h_normed, parts, self.feed_forward.act)
+            if t is not None:
+                t.add("ffn", layer, t.clock() - t0)
+            return out
         hidden = self.feed_forward.hidden(h_normed)  # (B, T, f)
         if p.record_fn is not None:
             p.record_fn(layer, h_normed, hidden.abs())
@@ -264,14 +281,18 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: Tensor, cache: KVCache, start_pos: int = 0, *,
                 ffn_parts_fn: Optional[FFNPartsFn] = None,
-                ffn_record_fn: Optional[FFNRecordFn] = None, last_only: bool = False) -> Tensor:
+                ffn_record_fn: Optional[FFNRecordFn] = None, last_only: bool = False,
+                op_timer: Optional[OpTimer] = None) -> Tensor:
         """Logits (B, T, vocab) for ``tokens`` (B, T) at positions start_pos..start_pos+T-1.
 
         Args:
             ffn_parts_fn: per layer, returns the sparse FFN parts, or None for the dense FFN.
             ffn_record_fn: called on dense-FFN layers with |act(gate x) * up x| (B, T, f).
             last_only: return logits of the last position only, (B, 1, vocab).
+            op_timer: told each block's attention step (norms, attention, residual) and FFN
+                (with its residual), and the rest (embedding, final norm, LM head) as lm_head.
         """
+        t0 = op_timer.clock() if op_timer is not None else 0.0
         T = tokens.shape[1]
         if start_pos + T > cache.max_len:
             raise ValueError(f"positions up to {start_pos + T} exceed the KV cache of "
@@ -282,13 +303,18 @@ class Transformer(nn.Module):
         if T > 1:  # query t sees keys 0..start_pos+t
             q_pos = torch.arange(start_pos, start_pos + T, device=device)
             mask = torch.arange(start_pos + T, device=device)[None, :] <= q_pos[:, None]  # (T, S)
-        p = _Pass(cache, start_pos, cos, sin, mask, ffn_parts_fn, ffn_record_fn)
+        p = _Pass(cache, start_pos, cos, sin, mask, ffn_parts_fn, ffn_record_fn, op_timer)
         x = self.tok_embeddings(tokens)  # (B, T, d)
+        t1 = op_timer.clock() if op_timer is not None else 0.0
         for layer, block in enumerate(self.layers):
             x = block(x, layer, p)
+        t2 = op_timer.clock() if op_timer is not None else 0.0
         x = self.norm(x[:, -1:] if last_only else x)
         head = self.tok_embeddings.weight if self.output is None else self.output.weight
-        return F.linear(x, head)  # (B, T, vocab)
+        logits = F.linear(x, head)  # (B, T, vocab)
+        if op_timer is not None:
+            op_timer.add("lm_head", -1, (t1 - t0) + (op_timer.clock() - t2))
+        return logits
 
 
 @torch.inference_mode()

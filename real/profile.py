@@ -10,7 +10,9 @@ measurements and fit quality). The simulator then runs this machine with
 ``gpu=NAME host=NAME sim/overheads=NAME``. Steps (a progress bar counts them): a short real
 decode replaying a synthetic trace, alone and with SSD reads running beside it (builds the
 store if needed; gives the executor's own per-layer host time and the contention both ways), the
-backend's ops at the model's shapes (``microbench.decode_rows``), GEMV/GEMM/memcpy
+backend's ops timed inside real decodes of a trace the model records on a profiling prompt
+(``decode_ops``: m2cache, each band alone, dense), the same ops in an op loop at the model's
+shapes (``microbench.decode_rows``; the fits use it where no decode timed an op), GEMV/GEMM/memcpy
 (/host->device) rates and O_DIRECT SSD reads. ``m2sim.calibrate`` fits them.
 """
 
@@ -83,6 +85,9 @@ class Options:
     rounds: Optional[int] = None  # passes over the rates and ops; None: 3 (quick: 1)
     tokens: int = 8  # decode steps of each timed loop
     contention_pairs: Optional[int] = None  # decodes beside SSD reads per pass; None: 3 (quick: 1)
+    # fit attention, FFN and LM head to their times inside the real decodes, not the op loop's
+    # (m2sim.calibrate.Measurements.ops)
+    compute_from_decodes: bool = False
 
 
 def _real_cfg(o: Options, *overrides: str):
@@ -160,12 +165,54 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
     return [a[1] for a in alone], [dense[1]], contention, beside, store
 
 
+# the profiling decodes' prompt, where the model has a tokenizer: not the text that
+# validation runs and benchmarks take their prompts from (real.quality.heldout_ids)
+PROFILE_PROMPT = ("Timing a language model on a small machine means running it many times and "
+                  "writing down how long every step took")
+
+BANDS_ONLY = "policy.bands.fp16_frac={} policy.bands.int8_frac={} policy.bands.int4_frac={}"
+
+
+def decode_ops(o: Options, tmp: Path) -> Measurements:
+    """The backend's ops timed inside real decodes (``real.record_op_times``): the model records
+    an activation trace live (its own predictor) on ``PROFILE_PROMPT``, then m2cache with its
+    bands, with the FP16, INT8 and INT4 band alone, and dense replay it, which gives the FFN
+    fit its shapes. The op loop (``measure_ops``) times the same ops out of place: there each
+    runs after the loop's own loads, copies and gathers, and on the development VM a dense
+    FFN took 2.4-2.9 ms in it against 1.9-2.3 ms inside the dense decode; and it evicts random
+    ids, which moves more rows than a policy's evictions do (INT4, ~200-300 ids: 210-310 us in
+    the op loop, 170 us inside the m2cache decode)."""
+    from real.run import checkpoint_path, run_real, tokenizer_of
+
+    n = 2 + o.tokens
+    shape = [f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4"]
+    base = _real_cfg(o, "policy=m2cache", *shape)
+    shape += ([f"workload.prompt='{PROFILE_PROMPT}'"] if tokenizer_of(checkpoint_path(base))
+              else ["workload.prompt_tokens=16"])
+    trace = tmp / "ops.m2trace"
+    run_real(_real_cfg(o, "policy=m2cache", f"real.record_trace={trace}", *shape))
+    meas = Measurements()
+    for policy in (("policy=m2cache",),
+                   *(("policy=m2cache", *BANDS_ONLY.format(*one).split())
+                     for one in ((1, 0, 0), (0, 1, 0), (0, 0, 1))),
+                   ("policy=dense",)):
+        s = run_real(_real_cfg(o, *policy, "trace=replay", f"trace.path={trace}",
+                               "real.predictor=TRACE", "real.record_op_times=true",
+                               *shape)).summary
+        ops = s["executor_op_samples"]
+        for k in ("attention", "ffn", "evict", "load"):
+            getattr(meas, f"{k}_in_decode").extend(tuple(r) for r in ops[k])
+        meas.lm_head_in_decode.extend(r[0] for r in ops["lm_head"])
+    return meas
+
+
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:
     """The plan's compute ops at every shape measured (``cfg``: the model, policy m2cache)."""
     run = build_run(cfg, cfg.policy)
     planner = Planner(run, num_decode_tokens=1)
-    att = {(t, c): planner.attention_op(0, t, c, prefill=t > 1) for t, c, _ in m.attention}
-    ffn = {(t, *c): planner.ffn_op(0, tuple(c), t) for t, *c, _ in m.ffn}
+    att = {(t, c): planner.attention_op(0, t, c, prefill=t > 1)
+           for t, c, _ in m.attention + m.attention_in_decode}
+    ffn = {(t, *c): planner.ffn_op(0, tuple(c), t) for t, *c, _ in m.ffn + m.ffn_in_decode}
     return OpShapes(attention=att, ffn=ffn, lm_head=planner.lm_head_op(run.num_layers - 1),
                     id_weights=planner.id_weights, id_bytes=tuple(run.sizes.id_bytes))
 
@@ -203,7 +250,9 @@ def measure(o: Options) -> tuple[Measurements, dict]:
         meas.ssd_beside.extend(beside)
         bar.update(1)
         for _ in range(rounds):
-            bar.set_postfix_str("the backend's ops at the model's shapes")
+            bar.set_postfix_str("the backend's ops inside real decodes")
+            meas.extend(decode_ops(o, Path(tmp)))
+            bar.set_postfix_str("the backend's ops at the model's shapes (op loop)")
             meas.extend(measure_ops(o))
             bar.update(1)
             bar.set_postfix_str("GEMV, GEMM, memcpy rates")
@@ -327,7 +376,8 @@ def fit_and_write(o: Options, meas: Measurements, info: dict,
     """Fit ``meas`` and write the configs and the profile's JSON (``hdr``: this machine's
     header, now, unless given)."""
     cfg = model_config(o)
-    cal = calibrate(meas, op_shapes(cfg, meas), is_host_cpu=o.device == "cpu")
+    cal = calibrate(meas, op_shapes(cfg, meas), is_host_cpu=o.device == "cpu",
+                    compute_from_decodes=o.compute_from_decodes)
     hdr = hdr or header(o, cfg)
     paths = write_configs(o, cal, hdr, info)
     out = o.out_json or REPO / "results" / "profiles" / f"{o.name}.json"
@@ -360,12 +410,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--out-json", type=Path, default=None)
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--compute-from-decodes", action="store_true",
+                    help="fit attention, FFN and LM head to their times inside real decodes "
+                         "(default: the op loop's; evictions and loads come from the decodes)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="fit again from the measurements saved by an earlier profile")
     a = ap.parse_args(argv)
     o = Options(model=a.model, name=a.name, device=a.device, dtype=a.dtype, threads=a.threads,
                 checkpoint=a.checkpoint, store=a.store, conf_dir=a.conf_dir,
-                out_json=a.out_json, quick=a.quick, tokens=a.tokens)
+                out_json=a.out_json, quick=a.quick, tokens=a.tokens,
+                compute_from_decodes=a.compute_from_decodes)
     try:
         cal, paths = profile(o, a.from_json)
     except M2SimError as e:

@@ -100,7 +100,7 @@ def ensure_store(cfg: RealRunConfig, model: Transformer, precisions) -> Store:
     return store
 
 
-def _tokenizer(path: Path):
+def tokenizer_of(path: Path):
     """The checkpoint's tokenizer, or None when it ships without one."""
     try:
         return load_tokenizer(path)
@@ -199,7 +199,7 @@ def run_real(cfg: RealRunConfig) -> Results:
     model = load_model(path, dtype=getattr(torch, cfg.real.dtype), device=cfg.real.device,
                        ffn=not built or oracle)
     check_model(model, cfg, path)
-    tok = _tokenizer(path)
+    tok = tokenizer_of(path)
     w = cfg.workload
     if tok is None:  # a bare checkpoint (tests, random models): fixed ids, no text
         if w.prompt:
@@ -268,7 +268,8 @@ def _serve(cfg, run, planner, model, store, source, scorer, prompt, tok, predict
             for i in range(w.output_tokens - 1):
                 ex.begin_decode(token)
                 x = torch.tensor([[nxt]], device=dev_name)
-                logits = model(x, cache, len(prompt) + i, ffn_parts_fn=ex.parts_fn)
+                logits = model(x, cache, len(prompt) + i, ffn_parts_fn=ex.parts_fn,
+                               op_timer=ex if cfg.real.record_op_times else None)
                 nxt = int(logits[0, -1].argmax())
                 out.append(nxt)
                 token_end.append(ex.now())
@@ -339,6 +340,8 @@ def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
     # simulator's sim.overheads.layer_us stands for
     s["executor_host_s_per_layer"] = {k: float(np.median(v)) if v else None
                                       for k, v in own.items()}
+    if cfg.real.record_op_times:
+        s["executor_op_samples"] = {k: [list(r) for r in v] for k, v in ex.op_s.items()}
     if measured is not None:
         s["measured_energy"] = side_by_side(measured, report)
     return res

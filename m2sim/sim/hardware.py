@@ -116,6 +116,6 @@ class Hardware:
 
     def cache_work(self, w: CacheWork, token: int) -> simpy.Event:
         dur = mgmt_s(w.ids_changed, w.ids_gathered, w.gather_bytes, self.cfg.host, self.ov,
-                     w.weights_quantized, w.unit_loads, w.evictions)
+                     w.weights_quantized, w.unit_loads, w.evictions, w.evicted_bytes)
         return self.mgmt.submit(dur, label="cache_mgmt", layer=w.layer, token=token,
                                 nbytes=w.gather_bytes, role="CPU_MGMT")

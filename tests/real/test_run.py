@@ -128,3 +128,38 @@ def test_cli_writes_the_simulator_schema_plus_generated_tokens(tiny_ckpt, store,
                 "generated_token_ids", "carbon_g_per_token"):
         assert key in s
     assert len(s["generated_token_ids"]) == 6 and s["backend"] == "real"
+
+
+@pytest.mark.parametrize("policy", ["m2cache", "m2cache_hbm_lru", "powerinfer", "dense"])
+def test_timed_ops_are_the_plans_ops_of_every_decode_layer(tiny_ckpt, store, policy):
+    """real.record_op_times: one attention and one LM head row per decode layer and token, at
+    the context the planner was given; an FFN row at the plan's active ids per band unless the
+    CPU computes part of it (PowerInfer's cold neurons); evictions and loads into the cache
+    unit at their band and id count. The ops fit within the decode's time, and timing them
+    does not change the output."""
+    # PowerInfer with a GPU too small for every hot neuron: the cold ones run on the CPU
+    small = ("policy.hbm_cache.capacity_gib=0.00005",) if policy == "powerinfer" else ()
+    res = _run(tiny_ckpt, store, f"policy={policy}", "real.record_op_times=true", *small)
+    s, layers = res.summary, res.layers
+    ops = s["executor_op_samples"]
+    dec = layers[layers.phase == "decode"].sort_values(["token", "layer"])
+    n_tok, n_layers = dec.token.nunique(), dec.layer.nunique()
+    assert n_tok == 9 and len(ops["lm_head"]) == n_tok
+    assert [c for _, c, _ in ops["attention"]] == [8 + t + 1 for t in range(n_tok)
+                                                   for _ in range(n_layers)]
+    want = [tuple(int(c) for c in w)
+            for w in dec[["want_fp16", "want_int8", "want_int4"]].to_numpy()]
+    if policy == "powerinfer":  # cold neurons on the CPU: no FFN row for those layers
+        assert len(ops["ffn"]) < len(want)
+        assert {tuple(r[1:4]) for r in ops["ffn"]} <= set(want)
+    else:
+        assert [tuple(r[1:4]) for r in ops["ffn"]] == want
+    assert all(r[0] == 1 for r in ops["ffn"] + ops["attention"])
+    if policy == "dense":
+        assert ops["evict"] == [] and ops["load"] == []
+    assert sum(int(n) for _, n, _ in ops["evict"]) == int(dec.evicted.sum())
+    timed = sum(r[-1] for k in ("attention", "ffn", "lm_head") for r in ops[k])
+    assert 0 < timed < s["tpot_s"] * n_tok
+    plain = _run(tiny_ckpt, store, f"policy={policy}", *small).summary
+    assert "executor_op_samples" not in plain
+    assert plain["generated_token_ids"] == s["generated_token_ids"]

@@ -195,6 +195,43 @@ def test_calibrated_knobs_reproduce_the_measured_ops(load_cfg):
         assert got == pytest.approx(s, rel=0.01)
 
 
+def test_cache_ops_timed_inside_real_decodes_take_precedence_over_the_op_loops(load_cfg):
+    """The cache unit's evictions and loads are fitted to their times inside real decodes where
+    the profile has them (here the op loop's are 1.4x slower), with a per-byte eviction cost
+    (rows moved to keep the pool compact); the compute ops to the op loop's, unless asked to
+    take the decodes' too."""
+    _, planner, gpu, ov = _machine(load_cfg)
+    m, shapes = _measurements(planner, gpu, ov)
+    ib = planner.run.sizes.id_bytes
+    m.attention_in_decode, m.ffn_in_decode = m.attention, m.ffn
+    m.lm_head_in_decode, m.load_in_decode = m.lm_head, m.load
+    m.evict_in_decode = [(b, n, 60e-6 + n * 70e-9 + n * ib[b] * 0.25e-9)
+                         for b in range(3) for n in (8, 16, 32, 64)]
+
+    def slower(rows):
+        return [(*r[:-1], 1.4 * r[-1]) for r in rows]
+    m.load, m.evict = slower(m.load), slower(m.evict)
+    o = calibrate(m, shapes, is_host_cpu=True).overheads
+    assert o["unit_load_per_id_ns"] == pytest.approx(200.0, rel=1e-3)
+    assert (o["evict_per_band_us"], o["evict_per_id_ns"], o["evict_per_byte_ns"]) == \
+        pytest.approx((60.0, 70.0, 0.25), rel=1e-3)
+
+    m.attention, m.ffn = slower(m.attention), slower(m.ffn)  # the op loop's compute, slower
+    m.lm_head = [1.4 * t for t in m.lm_head]
+    loop = calibrate(m, shapes, is_host_cpu=True)
+    assert loop.overheads["attention_us"] > 1.3 * TRUE_OV["attention_us"]
+    assert loop.fits["in_decode_over_op_loop"]["ffn[1, 64, 0, 0]"] == pytest.approx(1 / 1.4)
+    dec = calibrate(m, shapes, is_host_cpu=True, compute_from_decodes=True)
+    for k, v in TRUE_GPU.items():
+        assert dec.gpu[k] == pytest.approx(v, rel=0.02), k
+    for k, v in TRUE_OV.items():
+        assert dec.overheads[k] == pytest.approx(v, rel=0.02, abs=1.0), k
+
+    m.evict_in_decode = []  # the op loop's, where no decode timed an op
+    assert calibrate(m, shapes, is_host_cpu=True).overheads["evict_per_band_us"] == \
+        pytest.approx(1.4 * 60.0, rel=1e-3)
+
+
 def test_calibrate_on_a_gpu_takes_the_link_from_host_to_device_copies(load_cfg):
     """A CUDA profile: pinned host->device copies set the link; loads are gathered in DRAM
     first (staged), and the device is not the host CPU."""

@@ -209,6 +209,9 @@ def test_unit_load_and_eviction_bookkeeping(make_cfg):
                         unit_load_per_id_ns=11, evict_per_band_us=13, evict_per_id_ns=17)
     t = mgmt_s(0, 0, 0, host, ov, unit_loads=(10, 0, 20), evictions=(5, 5, 5))
     assert t == pytest.approx(2 * 7e-6 + 30 * 11e-9 + 3 * 13e-6 + 15 * 17e-9, rel=1e-12)
+    moved = mgmt_s(0, 0, 0, host, dataclasses.replace(ov, evict_per_byte_ns=0.5),
+                   unit_loads=(10, 0, 20), evictions=(5, 5, 5), evicted_bytes=40_000)
+    assert moved - t == pytest.approx(40_000 * 0.5e-9, rel=1e-9)
     staged = mgmt_s(4, 4, 4096, host, OverheadConfig())
     direct = mgmt_s(4, 4, 4096, host, OverheadConfig(staged_gather=False))
     assert staged - direct == pytest.approx(4096 / (host.dram_bytes_per_s * 0.5) + 4 * 50e-9)
@@ -303,3 +306,24 @@ def test_single_host_thread_serializes_a_gpu_run_without_moving_bytes(make_cfg):
     assert a["hit_rate_by_tier"] == b["hit_rate_by_tier"]
     assert b["tpot_s"] >= a["tpot_s"] * (1 - 1e-12)
     assert b["energy_j"] > 0  # the host thread's time is one core's, within the runtime
+
+
+def test_a_layers_cache_work_carries_the_bytes_of_the_ids_it_evicts(make_cfg):
+    from m2sim.build import build_run
+    from m2sim.planner import Planner
+
+    cfg = make_cfg(*TINY, "policy=m2cache")
+    run = build_run(cfg, cfg.policy)
+    n_tok = 6
+    planner = Planner(run, num_decode_tokens=n_tok)
+    for layer in range(run.num_layers):
+        planner.prefill(layer, 8)
+    evicted = 0
+    for token in range(n_tok):
+        for layer in range(run.num_layers):
+            plan = planner.decode(token, layer, 8 + token + 1)
+            ev = plan.update.evict or ((), (), ())
+            want = sum(len(ids) * b for ids, b in zip(ev, run.sizes.id_bytes))
+            assert plan.cache_work.evicted_bytes == want
+            evicted += want
+    assert evicted > 0
