@@ -75,6 +75,7 @@ class RealExecutor:
         # lm_head (s,), and the cache unit's evict and load (band, ids, s)
         self.op_s: dict[str, list[tuple]] = {k: [] for k in OP_KINDS}
         self._ffn_ids: Optional[tuple[int, int, int]] = None  # this layer's FFN, if timed
+        self._parts_s = 0.0  # the time _parts took to hand this layer's FFN its parts
         self._sync = (torch.cuda.synchronize if device.device.type == "cuda"
                       else (lambda: None))
 
@@ -93,7 +94,7 @@ class RealExecutor:
         if op == "attention":
             self.op_s[op].append((1, self.prompt_tokens + self.token + 1, seconds))
         elif op == "ffn" and self._ffn_ids is not None:
-            self.op_s[op].append((1, *self._ffn_ids, seconds))
+            self.op_s[op].append((1, *self._ffn_ids, seconds + self._parts_s))
         elif op == "lm_head":
             self.op_s[op].append((seconds,))
 
@@ -124,10 +125,13 @@ class RealExecutor:
         self._record(plan, start, end, stalls)
         self._layer_start = end
         # the FFN's shape for its timer, as the plan's op counts it, unless the CPU computes
-        # some of it (an op of its own in the plan)
+        # some of it (an op of its own in the plan); and the time taken to hand it its parts,
+        # which is the FFN's (the pools' views), except rows gathered out of a unit (the plan
+        # charges the gather on its own, ``OverheadConfig.ffn_gather_per_band_us``)
         upd = plan.update
         cold = upd is not None and upd.offload is not None and any(len(x) for x in upd.offload)
         self._ffn_ids = None if cold else tuple(int(c) for c in plan.want)
+        self._parts_s = 0.0 if plan.ffn.gather else end - t_parts
         # the executor's own host work this layer: planning, issuing, records (not the waits,
         # evictions, loads or FFN parts, which the plan's ops stand for)
         own = (t_parts - t_in) - stalls["ssd"] - stalls["link"] - (self.busy["cpu_mgmt"] - mgmt0)
