@@ -3,6 +3,7 @@ trace, run every configuration on the real backend and in the simulator, write t
 Timings are not asserted (CI machines are noisy); the table's columns and the exact agreement
 of bytes and hit rates are."""
 
+import dataclasses
 import json
 
 import pytest
@@ -65,3 +66,30 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     layers = load_config("model=tiny").model.num_layers
     assert len(saved["measurements"]["attention"]) == (2 + 4) * o.tokens * layers
     assert (conf / "sim" / "overheads" / "tiny_inter.yaml").is_file()
+    _pool_twice(tmp_path, s, o)
+
+
+def _pool_twice(tmp_path, s, o):
+    """experiments/pool_validations.py: two runs (here the same one twice) pool into one table
+    of every repeat; a run of another machine is refused, naming the field."""
+    import shutil
+
+    from experiments.pool_validations import pool
+    from m2sim.errors import M2SimError
+
+    run = tmp_path / "out"
+    shutil.copy(o.out_json, run / f"profile_{s.profile}.json")
+    pooled = dataclasses.replace(s, conf_dir=str(tmp_path / "pooled_conf"))
+    df = pool([run, run], pooled, run / "trace.m2trace", tmp_path / "pooled")
+    assert list(df.config) == ["m2cache_dram", "dense"] and (df.repeats == 4).all()
+    assert df.bytes_match.all() and df.hits_match.all()
+    assert (tmp_path / "pooled" / "validate_sim.md").is_file()
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    saved = json.loads((other / f"profile_{s.profile}.json").read_text())
+    saved["header"]["machine"] = "another box"
+    (other / f"profile_{s.profile}.json").write_text(json.dumps(saved))
+    with pytest.raises(M2SimError, match="profile.machine"):
+        pool([run, other], pooled, run / "trace.m2trace", tmp_path / "pooled2")
+    with pytest.raises(M2SimError, match="real_runs.json"):
+        pool([run, tmp_path], pooled, run / "trace.m2trace", tmp_path / "pooled3")
