@@ -9,10 +9,11 @@ fits, so it is tested on synthetic measurements with known parameters. The model
   squares on relative error over the raw samples would weight each by 1/t and land below even
   the median (on the development VM such a fit came out 11-21% under every FFN shape's median
   in one profile); the median is itself about 10% under the mean there;
-- the backend's ops (attention, FFN, LM head, the cache unit's evictions and loads) are fitted
-  to their times inside real decodes where the profile has them (``Measurements.ops``), else
-  to the op loop's: an op loop runs each op out of place, after other ops' copies, and times
-  it slower than the decode does;
+- the backend's ops are timed twice, in an op loop and inside real decodes
+  (``Measurements.ops``). The cache unit's evictions and loads are fitted to the decodes' times
+  where there are any: an eviction's cost depends on which slots a policy frees, which the op
+  loop's random ids do not reproduce. Attention, FFN and LM head are fitted to the op loop's,
+  which is timed before every real run of a validation, unless ``compute_from_decodes``;
 - affine: ``seconds = latency + units * seconds_per_unit`` (GEMV, memcpy, host->device copies,
   SSD layer reads), least squares on *relative* error so small and large sizes both count;
 - SSD queue depth: a batch of ``n`` requests of ``s`` bytes at queue depth ``qd`` takes
@@ -218,7 +219,7 @@ class Measurements:
     # seconds, bytes read alone, their seconds)
     ssd_beside: list[tuple[int, float, int, float]] = field(default_factory=list)
     # the same ops timed inside real decodes of the backend (``real.record_op_times``), rows
-    # as above: where present, the fits take these instead of the op loop's (see ``calibrate``)
+    # as above (which of the two the fits take: ``ops``)
     attention_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
     ffn_in_decode: list[tuple[int, int, int, int, float]] = field(default_factory=list)
     lm_head_in_decode: list[float] = field(default_factory=list)
@@ -273,12 +274,17 @@ def _median(xs) -> float:
     return float(np.median(np.asarray(xs, dtype=float)))
 
 
+def _times_by_key(rows) -> dict[tuple, list[float]]:
+    """The seconds of (key..., seconds) rows, grouped by key."""
+    out: dict[tuple, list[float]] = {}
+    for *key, t in rows:
+        out.setdefault(tuple(key), []).append(t)
+    return out
+
+
 def _by_size(rows) -> dict[int, float]:
     """Median seconds per size of (bytes, seconds) rows."""
-    sizes: dict[int, list[float]] = {}
-    for b, t in rows:
-        sizes.setdefault(b, []).append(t)
-    return {b: _median(ts) for b, ts in sizes.items()}
+    return {b: _median(ts) for (b,), ts in _times_by_key(rows).items()}
 
 
 def _mean(xs) -> float:
@@ -293,12 +299,7 @@ def _in_decode_over_op_loop(m: Measurements) -> dict[str, float]:
         loop, dec = getattr(m, name), getattr(m, f"{name}_in_decode")
         if name == "lm_head":
             loop, dec = [(t,) for t in loop], [(t,) for t in dec]
-        by_loop: dict[tuple, list[float]] = {}
-        for *key, t in loop:
-            by_loop.setdefault(tuple(key), []).append(t)
-        by_dec: dict[tuple, list[float]] = {}
-        for *key, t in dec:
-            by_dec.setdefault(tuple(key), []).append(t)
+        by_loop, by_dec = _times_by_key(loop), _times_by_key(dec)
         for key in by_dec.keys() & by_loop.keys():
             out[f"{name}{list(key) if key else ''}"] = _mean(by_dec[key]) / _mean(by_loop[key])
     return out
@@ -348,7 +349,8 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool,
     base = dataclasses.replace(base, **{k: v for k, v in gpu.items() if "dequant" in k})
 
     ov = {"kernel_launch_us": 0.0,
-          "attention_us": _residual_us(m.ops("attention", compute_from_decodes), ops.attention, base, zero),
+          "attention_us": _residual_us(m.ops("attention", compute_from_decodes),
+                                       ops.attention, base, zero),
           "ffn_us": ffn.coef["fixed"] * 1e6, "ffn_band_us": ffn.coef["band"] * 1e6,
           "lm_head_us": _residual_us([(s,) for s in m.ops("lm_head", compute_from_decodes)],
                                      {(): ops.lm_head}, base, zero)}

@@ -52,7 +52,8 @@ def _rows(table: Tensor, rows: Optional[np.ndarray]) -> Tensor:
 class RealExecutor:
     def __init__(self, *, run: Run, planner: Planner, store: Store, dram: DRAMCache,
                  device: DeviceNeuronCache, prefetcher: Prefetcher,
-                 source: Optional[LiveSource], scorer: Optional[Scorer]):
+                 source: Optional[LiveSource], scorer: Optional[Scorer],
+                 record_ops: bool = False):
         self.run, self.planner, self.store = run, planner, store
         self.dram, self.device, self.prefetcher = dram, device, prefetcher
         self.source, self.scorer = source, scorer
@@ -70,12 +71,13 @@ class RealExecutor:
         self.busy = {"gpu": 0.0, "cpu_mgmt": 0.0, "cpu": 0.0,
                      Link.SSD_TO_DRAM.name: 0.0, Link.DRAM_TO_HBM.name: 0.0}
         self.host_s: list[tuple[Phase, float]] = []  # per layer: the executor's own host time
-        # decode's ops as they ran here (real.record_op_times; the profiler fits the
-        # simulator's costs to them): attention (T, context, s), ffn (T, ids per band, s),
-        # lm_head (s,), and the cache unit's evict and load (band, ids, s)
+        # with record_ops (real.record_op_times), decode's ops as they ran here (the profiler
+        # fits the simulator's costs to them): attention (T, context, s), ffn (T, ids per band,
+        # s), lm_head (s,), and the cache unit's evict and load (band, ids, s)
+        self.record_ops = record_ops
         self.op_s: dict[str, list[tuple]] = {k: [] for k in OP_KINDS}
-        self._ffn_ids: Optional[tuple[int, int, int]] = None  # this layer's FFN, if timed
-        self._parts_s = 0.0  # the time _parts took to hand this layer's FFN its parts
+        self._ffn_plan: Optional[LayerPlan] = None  # the plan of the FFN about to run
+        self._parts_s = 0.0  # the time _parts took to hand that FFN its parts
         self._sync = (torch.cuda.synchronize if device.device.type == "cuda"
                       else (lambda: None))
 
@@ -93,8 +95,16 @@ class RealExecutor:
             return
         if op == "attention":
             self.op_s[op].append((1, self.prompt_tokens + self.token + 1, seconds))
-        elif op == "ffn" and self._ffn_ids is not None:
-            self.op_s[op].append((1, *self._ffn_ids, seconds + self._parts_s))
+        elif op == "ffn":
+            # the plan's op, unless the CPU computes some of it (an op of its own in the plan);
+            # handing the FFN its parts is the FFN's (the pools' views), except rows gathered
+            # out of a unit (the plan charges the gather on its own, ffn_gather_per_band_us)
+            plan = self._ffn_plan
+            upd = plan.update
+            if upd is not None and upd.offload is not None and any(len(x) for x in upd.offload):
+                return
+            parts_s = 0.0 if plan.ffn.gather else self._parts_s
+            self.op_s[op].append((1, *(int(c) for c in plan.want), seconds + parts_s))
         elif op == "lm_head":
             self.op_s[op].append((seconds,))
 
@@ -124,14 +134,8 @@ class RealExecutor:
         end = self.now()
         self._record(plan, start, end, stalls)
         self._layer_start = end
-        # the FFN's shape for its timer, as the plan's op counts it, unless the CPU computes
-        # some of it (an op of its own in the plan); and the time taken to hand it its parts,
-        # which is the FFN's (the pools' views), except rows gathered out of a unit (the plan
-        # charges the gather on its own, ``OverheadConfig.ffn_gather_per_band_us``)
-        upd = plan.update
-        cold = upd is not None and upd.offload is not None and any(len(x) for x in upd.offload)
-        self._ffn_ids = None if cold else tuple(int(c) for c in plan.want)
-        self._parts_s = 0.0 if plan.ffn.gather else end - t_parts
+        if self.record_ops:
+            self._ffn_plan, self._parts_s = plan, end - t_parts
         # the executor's own host work this layer: planning, issuing, records (not the waits,
         # evictions, loads or FFN parts, which the plan's ops stand for)
         own = (t_parts - t_in) - stalls["ssd"] - stalls["link"] - (self.busy["cpu_mgmt"] - mgmt0)
@@ -177,7 +181,7 @@ class RealExecutor:
         return stalls
 
     def _op(self, kind: str, plan: LayerPlan, band: int, num_ids: int, seconds: float) -> None:
-        if plan.phase is Phase.DECODE and num_ids:
+        if self.record_ops and plan.phase is Phase.DECODE and num_ids:
             self.op_s[kind].append((band, num_ids, seconds))
 
     def _ssd(self, t: Transfer, token: int) -> None:

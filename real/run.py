@@ -251,7 +251,8 @@ def _serve(cfg, run, planner, model, store, source, scorer, prompt, tok, predict
             Prefetcher(ssd, dram, dev) as pf, torch.inference_mode():
         _warm(run, store, ssd, dram, dev)
         ex = RealExecutor(run=run, planner=planner, store=store, dram=dram, device=dev,
-                          prefetcher=pf, source=source, scorer=scorer)
+                          prefetcher=pf, source=source, scorer=scorer,
+                          record_ops=cfg.real.record_op_times)
         token = 0
         meter = _meter(cfg)
         if meter is not None:
@@ -269,7 +270,7 @@ def _serve(cfg, run, planner, model, store, source, scorer, prompt, tok, predict
                 ex.begin_decode(token)
                 x = torch.tensor([[nxt]], device=dev_name)
                 logits = model(x, cache, len(prompt) + i, ffn_parts_fn=ex.parts_fn,
-                               op_timer=ex if cfg.real.record_op_times else None)
+                               op_timer=ex if ex.record_ops else None)
                 nxt = int(logits[0, -1].argmax())
                 out.append(nxt)
                 token_end.append(ex.now())
@@ -340,7 +341,7 @@ def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
     # simulator's sim.overheads.layer_us stands for
     s["executor_host_s_per_layer"] = {k: float(np.median(v)) if v else None
                                       for k, v in own.items()}
-    if cfg.real.record_op_times:
+    if ex.record_ops:
         s["executor_op_samples"] = {k: [list(r) for r in v] for k, v in ex.op_s.items()}
     if measured is not None:
         s["measured_energy"] = side_by_side(measured, report)
