@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
-from real.profile import Options, fit_and_write, measure, measure_ops
+from real.profile import BANDS_ONLY, Options, fit_and_write, measure, measure_ops
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
 
 
@@ -36,7 +36,6 @@ def cases(model: str) -> list[Case]:
     L = load_config(f"model={model}").model.num_layers
     deep = min(4, L - 1)  # the deepest look-ahead the model allows, up to 4
     half, ssd = f"policy.dram_cache.fixed_layers={L // 2}", "policy.dram_cache.fixed_layers=2"
-    bands = "policy.bands.fp16_frac={} policy.bands.int8_frac={} policy.bands.int4_frac={}"
     return [
         Case("m2cache_dram", "ATU, bands 25/25/50, every layer in DRAM", ("policy=m2cache",)),
         Case("m2cache_half", f"{L // 2} of {L} layers in DRAM, the rest read 2 ahead",
@@ -47,8 +46,8 @@ def cases(model: str) -> list[Case]:
         Case(f"m2cache_ssd_d{deep}", f"mostly on SSD, look-ahead {deep}",
              ("policy=m2cache", ssd, f"policy.preload.depth={deep}")),
         Case("lru_dram", "LRU HBM cache instead of ATU", ("policy=m2cache_hbm_lru",)),
-        Case("bands_fp16", "FP16 band only", ("policy=m2cache", *bands.format(1, 0, 0).split())),
-        Case("bands_int4", "INT4 band only", ("policy=m2cache", *bands.format(0, 0, 1).split())),
+        Case("bands_fp16", "FP16 band only", ("policy=m2cache", *BANDS_ONLY.format(1, 0, 0).split())),
+        Case("bands_int4", "INT4 band only", ("policy=m2cache", *BANDS_ONLY.format(0, 0, 1).split())),
         Case("mp_only_half", "baseline: mixed precision, no HBM cache; half in DRAM",
              ("policy=mixed_precision_only", half)),
         Case("zero_inf_ssd", "baseline: dense FP16 FFN streamed (ZeRO-Infinity-like), "

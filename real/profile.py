@@ -180,8 +180,9 @@ def decode_ops(o: Options, tmp: Path) -> Measurements:
     fit its shapes. The op loop (``measure_ops``) times the same ops out of place: there each
     runs after the loop's own loads, copies and gathers, and on the development VM a dense
     FFN took 2.4-2.9 ms in it against 1.9-2.3 ms inside the dense decode; and it evicts random
-    ids, which moves more rows than a policy's evictions do (INT4, ~200-300 ids: 210-310 us in
-    the op loop, 170 us inside the m2cache decode)."""
+    ids from fixed pools, while an eviction's cost depends on which slots a policy frees and
+    how big the pool is (384 ids of one band: 1.23-1.45x the op loop's time inside the
+    decodes; 96 FP16 ids: 0.88-0.92x)."""
     from real.run import checkpoint_path, run_real, tokenizer_of
 
     n = 2 + o.tokens
