@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
-from real.profile import BANDS_ONLY, Options, fit_and_write, measure, measure_ops
+from real.profile import Options, fit_and_write, measure, measure_ops
+from real.profile_decodes import BANDS_ONLY
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
 
 

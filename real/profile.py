@@ -27,7 +27,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -42,13 +41,12 @@ from m2sim.config import M2SimConfig
 from m2sim.errors import M2SimError
 from m2sim.hardware import GIB, PROFILE_SCHEMA_VERSION, ProfileHeader
 from m2sim.planner import Planner
-from m2sim.trace import SyntheticTrace, SyntheticTraceConfig, write_trace
 from m2sim.types import BANDS, Precision
 from real import microbench as mb
 from real.config import RealConfig
+from real.profile_decodes import decode_ops, executor_decode
 from real.run import host_settings
 from real.ssd import SSDReader
-from real.store import Store, open_store
 
 REPO = CONF_DIR.parent
 
@@ -88,123 +86,6 @@ class Options:
     # fit attention, FFN and LM head to their times inside the real decodes, not the op loop's
     # (m2sim.calibrate.Measurements.ops)
     compute_from_decodes: bool = False
-
-
-def _real_cfg(o: Options, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from m2sim.cli import to_config
-    from real.config import register_real_configs
-
-    register_real_configs()
-    ov = [f"model={o.model}", f"real.device={o.device}", f"real.dtype={o.dtype}",
-          f"real.torch_threads={o.threads}", "real.measure_energy=false", *overrides]
-    if o.checkpoint:
-        ov.append(f"real.checkpoint={o.checkpoint}")
-    if o.store:
-        ov.append(f"real.store_dir={o.store}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_config(compose(config_name="real", overrides=ov))
-
-
-def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
-                                                   list[tuple[int, float, float]],
-                                                   list[tuple[int, float, int, float]], Store]:
-    """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace:
-    alone, then ``o.contention_pairs`` times with the SSD reader reading layers beside it and
-    alone again (the reader alone just before and just after each loaded decode); then the same
-    decode of the dense policy (no HBM cache to plan). Returns the executor's own host time per
-    decode layer (planning, issuing, records; the m2cache runs alone, then the dense run), the
-    contention rows (per loaded decode: bytes read while it ran, its seconds, the mean of the
-    alone decodes on either side), the reader's rows (bytes and seconds beside a decode, bytes
-    and seconds alone; one per alone read) and the store built for it, opened. The contention
-    is measured on the backend as it really runs (its Python planning, numpy bookkeeping,
-    copies and kernels). One loaded decode lasts about a second, and on the development VM the
-    ratio of one pair ranged from 1.06 to 2.83 where the real runs showed 1.5-2.1: several
-    pairs a pass, and the fit takes their median."""
-    from real.run import run_real, store_path
-
-    pairs = o.contention_pairs if o.contention_pairs is not None else (1 if o.quick else 3)
-    if pairs < 1:
-        raise ValueError(f"contention_pairs must be at least 1, got {pairs}")
-    m = load_config(f"model={o.model}").model
-    n = 2 + o.tokens
-    src = SyntheticTrace(SyntheticTraceConfig(), num_layers=m.num_layers, d_ff=m.d_ff,
-                         default_active_frac=m.active_frac, default_overlap_frac=m.overlap_frac,
-                         seed=0)
-    trace = write_trace(src, tmp / "calib.m2trace", num_tokens=n, model=m.name, d_model=m.d_model)
-    shape = ("workload.prompt_tokens=16", f"workload.output_tokens={n + 1}", "gpu=h100_pcie",
-             "host=server_pcie4")
-    cfg = _real_cfg(o, "policy=m2cache", "trace=replay", f"trace.path={trace}",
-                    "real.predictor=TRACE", *shape)
-
-    def decode(c=cfg) -> tuple[float, float]:  # (decode seconds, executor host s per layer)
-        s = run_real(c).summary
-        return s["tpot_s"] * n, s["executor_host_s_per_layer"]["decode"]
-
-    alone = [decode()]
-    contention, beside = [], []
-    store = open_store(store_path(cfg))
-    with SSDReader(store) as reader:
-        def reads_alone(seconds: float) -> tuple[int, float]:
-            with mb.BackgroundReads(reader, store, m.num_layers) as bg:
-                time.sleep(seconds)
-            return bg.nbytes, bg.wall_s
-
-        alone_read_s = 0.5 if o.quick else 1.5  # about as long as the loaded decode
-        for _ in range(pairs):
-            read_before = reads_alone(alone_read_s)
-            with mb.BackgroundReads(reader, store, m.num_layers) as bg:
-                loaded_s, _ = decode()
-            read_after = reads_alone(alone_read_s)
-            alone.append(decode())
-            nbytes = int(bg.nbytes * min(1.0, loaded_s / bg.wall_s)) if bg.wall_s else 0
-            contention.append((nbytes, loaded_s, (alone[-2][0] + alone[-1][0]) / 2))
-            beside += [(bg.nbytes, bg.wall_s, *a) for a in (read_before, read_after)]
-    dense = decode(_real_cfg(o, "policy=dense", *shape))
-    return [a[1] for a in alone], [dense[1]], contention, beside, store
-
-
-# the profiling decodes' prompt, where the model has a tokenizer: not the text that
-# validation runs and benchmarks take their prompts from (real.quality.heldout_ids)
-PROFILE_PROMPT = ("Timing a language model on a small machine means running it many times and "
-                  "writing down how long every step took")
-
-BANDS_ONLY = "policy.bands.fp16_frac={} policy.bands.int8_frac={} policy.bands.int4_frac={}"
-
-
-def decode_ops(o: Options, tmp: Path) -> Measurements:
-    """The backend's ops timed inside real decodes (``real.record_op_times``): the model records
-    an activation trace live (its own predictor) on ``PROFILE_PROMPT``, then m2cache with its
-    bands, with the FP16, INT8 and INT4 band alone, and dense replay it, which gives the FFN
-    fit its shapes. The op loop (``measure_ops``) times the same ops out of place: there each
-    runs after the loop's own loads, copies and gathers, and on the development VM a dense
-    FFN took 2.4-2.9 ms in it against 1.9-2.3 ms inside the dense decode; and it evicts random
-    ids from fixed pools, while an eviction's cost depends on which slots a policy frees and
-    how big the pool is (384 ids of one band: 1.23-1.45x the op loop's time inside the
-    decodes; 96 FP16 ids: 0.88-0.92x)."""
-    from real.run import checkpoint_path, run_real, tokenizer_of
-
-    n = 2 + o.tokens
-    shape = [f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4"]
-    base = _real_cfg(o, "policy=m2cache", *shape)
-    shape += ([f"workload.prompt='{PROFILE_PROMPT}'"] if tokenizer_of(checkpoint_path(base))
-              else ["workload.prompt_tokens=16"])
-    trace = tmp / "ops.m2trace"
-    run_real(_real_cfg(o, "policy=m2cache", f"real.record_trace={trace}", *shape))
-    meas = Measurements()
-    for policy in (("policy=m2cache",),
-                   *(("policy=m2cache", *BANDS_ONLY.format(*one).split())
-                     for one in ((1, 0, 0), (0, 1, 0), (0, 0, 1))),
-                   ("policy=dense",)):
-        s = run_real(_real_cfg(o, *policy, "trace=replay", f"trace.path={trace}",
-                               "real.predictor=TRACE", "real.record_op_times=true",
-                               *shape)).summary
-        ops = s["executor_op_samples"]
-        for k in ("attention", "ffn", "evict", "load"):
-            getattr(meas, f"{k}_in_decode").extend(tuple(r) for r in ops[k])
-        meas.lm_head_in_decode.extend(r[0] for r in ops["lm_head"])
-    return meas
 
 
 def op_shapes(cfg: M2SimConfig, m: Measurements) -> OpShapes:

@@ -8,17 +8,9 @@ import numpy as np
 import pytest
 
 from m2sim.build import build_run
-from m2sim.calibrate import (
-    Measurements,
-    OpShapes,
-    calibrate,
-    fit_affine,
-    fit_linear,
-    fit_ssd,
-    nnls,
-    ssd_batch_s,
-)
+from m2sim.calibrate import Measurements, OpShapes, calibrate
 from m2sim.cost import OverheadConfig, gpu_roofline
+from m2sim.fits import fit_affine, fit_linear, fit_ssd, nnls, ssd_batch_s
 from m2sim.hardware import GPUConfig
 from m2sim.planner import Planner
 
