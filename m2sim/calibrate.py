@@ -6,10 +6,11 @@ fits, so it is tested on synthetic measurements with known parameters. The model
 - every fit is over the mean time of the samples at each shape (``m2sim.fits`` says why
   means, not medians or the raw samples);
 - the backend's ops are timed twice, in an op loop and inside real decodes
-  (``Measurements.ops``). The cache unit's evictions and loads are fitted to the decodes' times
-  where there are any: an eviction's cost depends on which slots a policy frees, which the op
-  loop's random ids do not reproduce. Attention, FFN and LM head are fitted to the op loop's,
-  which is timed before every real run of a validation, unless ``compute_from_decodes``;
+  (``Measurements.ops``). The cache unit's evictions and loads, and copies to scratch (the
+  link), are fitted to the decodes' times where there are any: an eviction's cost depends on
+  which slots a policy frees, which the op loop's random ids do not reproduce. Attention, FFN
+  and LM head are fitted to the op loop's, which is timed before every real run of a
+  validation, unless ``compute_from_decodes``;
 - affine (``m2sim.fits.fit_affine``): GEMV, memcpy, host->device copies and SSD layer
   reads; the SSD's latency, bandwidth and queue depth (``fit_ssd``) from batches of reads;
   whole layers read one at a time against queued back to back give the slowdown of a lone
@@ -89,11 +90,13 @@ class Measurements:
     lm_head_in_decode: list[float] = field(default_factory=list)
     evict_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
     load_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
+    link_in_decode: list[tuple[int, int, float]] = field(default_factory=list)
 
     def ops(self, name: str, compute_from_decodes: bool = False) -> list:
         """The rows of op ``name`` the fits use (the module docstring says why): the cache
-        unit's evictions and loads timed inside real decodes where there are any; the compute
-        ops (attention, FFN, LM head) from the op loop unless ``compute_from_decodes``."""
+        unit's evictions and loads and the copies to scratch timed inside real decodes where
+        there are any; the compute ops (attention, FFN, LM head) from the op loop unless
+        ``compute_from_decodes``."""
         decode = getattr(self, f"{name}_in_decode")
         if name in COMPUTE_OPS and not compute_from_decodes:
             return getattr(self, name) or decode
@@ -159,7 +162,7 @@ def _in_decode_over_op_loop(m: Measurements) -> dict[str, float]:
     """Per op and shape timed both ways: the mean time inside real decodes over the op loop's
     (below 1: the op loop times the op slower than the decodes ran it)."""
     out = {}
-    for name in (*COMPUTE_OPS, "evict", "load"):
+    for name in (*COMPUTE_OPS, "evict", "load", "link"):
         loop, dec = getattr(m, name), getattr(m, f"{name}_in_decode")
         if name == "lm_head":
             loop, dec = [(t,) for t in loop], [(t,) for t in dec]
@@ -230,7 +233,7 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool,
     host = {"dram_bandwidth_gb_per_s": dram_bw / GB,
             "cpu_gflops_per_core": (_median([f / s for f, s in m.cpu_gemm]) if m.cpu_gemm
                                     else gemm_flops) / 1e9}
-    ones, ids, nbytes, t = per_band(m.link if is_host_cpu else m.load)
+    ones, ids, nbytes, t = per_band(m.ops("link") if is_host_cpu else m.load)
     link = fit_linear({"call": ones, "byte": nbytes}, t)
     fits["link"] = dataclasses.asdict(link)
     link_bw = 1.0 / link.coef["byte"] if link.coef["byte"] > 0 else dram_bw

@@ -34,7 +34,7 @@ from real.prefetch import Prefetcher
 from real.store import Store
 
 Scorer = Callable[[int, Tensor], np.ndarray]  # (layer, h (d,)) -> (d_ff,) neuron scores
-OP_KINDS = ("attention", "ffn", "lm_head", "evict", "load")
+OP_KINDS = ("attention", "ffn", "lm_head", "evict", "load", "link")
 
 
 def _part(b: Bundles) -> FFNPart:
@@ -73,7 +73,8 @@ class RealExecutor:
         self.host_s: list[tuple[Phase, float]] = []  # per layer: the executor's own host time
         # with record_ops (real.record_op_times), decode's ops as they ran here (the profiler
         # fits the simulator's costs to them): attention (T, context, s), ffn (T, ids per band,
-        # s), lm_head (s,), and the cache unit's evict and load (band, ids, s)
+        # s), lm_head (s,), the cache unit's evict and load (band, ids, s), and link: a band's
+        # ids copied to scratch for this token's FFN alone (streaming; band, ids, s)
         self.record_ops = record_ops
         self.op_s: dict[str, list[tuple]] = {k: [] for k in OP_KINDS}
         self._ffn_plan: Optional[LayerPlan] = None  # the plan of the FFN about to run
@@ -236,6 +237,8 @@ class RealExecutor:
         else:
             self.device.load(t.layer, BANDS[t.band], t.ids, table, rows=rows)
         end = self.now()
+        if transient and self.record_ops and self.token >= 0 and len(t.ids):
+            self.op_s["link"].append((t.band, len(t.ids), end - start))
         self.busy[Link.DRAM_TO_HBM.name] += end - start
         self.log.append(JobRecord(Link.DRAM_TO_HBM.name, t.payload.value, t.layer, token, start,
                                   end, t.nbytes, t.prefetch))

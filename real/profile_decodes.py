@@ -1,7 +1,8 @@
 """The real decodes the profiler (``real.profile``) times: the backend as it really runs, not an
 op loop. ``executor_decode`` gives the executor's own host time per layer and the contention
 between decoding and SSD reads; ``decode_ops`` gives the backend's ops timed inside decodes of
-a trace the model records on a profiling prompt (m2cache, each band alone, dense).
+a trace the model records on a profiling prompt (m2cache, each band alone, mixed precision
+without an HBM cache, dense).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ BANDS_ONLY = "policy.bands.fp16_frac={} policy.bands.int8_frac={} policy.bands.i
 def decode_ops(o: Options, tmp: Path) -> Measurements:
     """The backend's ops timed inside real decodes (``real.record_op_times``): the model records
     an activation trace live (its own predictor) on ``PROFILE_PROMPT``, then m2cache with its
-    bands, with the FP16, INT8 and INT4 band alone, and dense replay it, which gives the FFN
-    fit its shapes. The op loop (``measure_ops``) times the same ops out of place: there each
+    bands, with the FP16, INT8 and INT4 band alone, mixed precision without an HBM cache (its
+    active ids copied to scratch every token: the link) and dense replay it, which gives the
+    FFN fit its shapes. The op loop (``measure_ops``) times the same ops out of place: there each
     runs after the loop's own loads, copies and gathers, and on the development VM a dense
     FFN took 2.4-2.9 ms in it against 1.9-2.3 ms inside the dense decode; and it evicts random
     ids from fixed pools, while an eviction's cost depends on which slots a policy frees and
@@ -127,12 +129,12 @@ def decode_ops(o: Options, tmp: Path) -> Measurements:
     for policy in (("policy=m2cache",),
                    *(("policy=m2cache", *BANDS_ONLY.format(*one).split())
                      for one in ((1, 0, 0), (0, 1, 0), (0, 0, 1))),
-                   ("policy=dense",)):
+                   ("policy=mixed_precision_only",), ("policy=dense",)):
         s = run_real(_real_cfg(o, *policy, "trace=replay", f"trace.path={trace}",
                                "real.predictor=TRACE", "real.record_op_times=true",
                                *shape)).summary
         ops = s["executor_op_samples"]
-        for k in ("attention", "ffn", "evict", "load"):
+        for k in ("attention", "ffn", "evict", "load", "link"):
             getattr(meas, f"{k}_in_decode").extend(tuple(r) for r in ops[k])
         meas.lm_head_in_decode.extend(r[0] for r in ops["lm_head"])
     return meas

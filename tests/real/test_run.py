@@ -130,12 +130,14 @@ def test_cli_writes_the_simulator_schema_plus_generated_tokens(tiny_ckpt, store,
     assert len(s["generated_token_ids"]) == 6 and s["backend"] == "real"
 
 
-@pytest.mark.parametrize("policy", ["m2cache", "m2cache_hbm_lru", "powerinfer", "dense"])
+@pytest.mark.parametrize("policy", ["m2cache", "m2cache_hbm_lru", "powerinfer",
+                                    "mixed_precision_only", "dense"])
 def test_timed_ops_are_the_plans_ops_of_every_decode_layer(tiny_ckpt, store, policy):
     """real.record_op_times: one attention and one LM head row per decode layer and token, at
     the context the planner was given; an FFN row at the plan's active ids per band unless the
     CPU computes part of it (PowerInfer's cold neurons); evictions and loads into the cache
-    unit at their band and id count. The ops fit within the decode's time, and timing them
+    unit at their band and id count; without a cache unit (mixed precision only), every
+    active id copied to scratch each token (link rows) and nothing loaded into a unit. The ops fit within the decode's time, and timing them
     does not change the output."""
     # PowerInfer with a GPU too small for every hot neuron: the cold ones run on the CPU
     small = ("policy.hbm_cache.capacity_gib=0.00005",) if policy == "powerinfer" else ()
@@ -155,8 +157,14 @@ def test_timed_ops_are_the_plans_ops_of_every_decode_layer(tiny_ckpt, store, pol
     else:
         assert [tuple(r[1:4]) for r in ops["ffn"]] == want
     assert all(r[0] == 1 for r in ops["ffn"] + ops["attention"])
-    if policy == "dense":
+    if policy in ("dense", "mixed_precision_only"):
         assert ops["evict"] == [] and ops["load"] == []
+    if policy == "mixed_precision_only":
+        copied = [sum(n for b_, n, _ in ops["link"] if b_ == b) for b in range(3)]
+        assert copied == [int(dec[f"want_{p}"].sum()) for p in ("fp16", "int8", "int4")]
+        assert all(s_ > 0 for *_, s_ in ops["link"])
+    else:
+        assert ops["link"] == []
     assert sum(int(n) for _, n, _ in ops["evict"]) == int(dec.evicted.sum())
     timed = sum(r[-1] for k in ("attention", "ffn", "lm_head") for r in ops[k])
     assert 0 < timed < s["tpot_s"] * n_tok

@@ -188,10 +188,10 @@ def test_calibrated_knobs_reproduce_the_measured_ops(load_cfg):
 
 
 def test_cache_ops_timed_inside_real_decodes_take_precedence_over_the_op_loops(load_cfg):
-    """The cache unit's evictions and loads are fitted to their times inside real decodes where
-    the profile has them (here the op loop's are 1.4x slower), with a per-byte eviction cost
-    (rows moved to keep the pool compact); the compute ops to the op loop's, unless asked to
-    take the decodes' too."""
+    """The cache unit's evictions and loads, and the copies to scratch, are fitted to their times
+    inside real decodes where the profile has them (here the op loop's are 1.4x slower), with a
+    per-byte eviction cost (rows moved to keep the pool compact); the compute ops to the op
+    loop's, unless asked to take the decodes' too."""
     _, planner, gpu, ov = _machine(load_cfg)
     m, shapes = _measurements(planner, gpu, ov)
     ib = planner.run.sizes.id_bytes
@@ -202,8 +202,13 @@ def test_cache_ops_timed_inside_real_decodes_take_precedence_over_the_op_loops(l
 
     def slower(rows):
         return [(*r[:-1], 1.4 * r[-1]) for r in rows]
-    m.load, m.evict = slower(m.load), slower(m.evict)
-    o = calibrate(m, shapes, is_host_cpu=True).overheads
+    m.link_in_decode = m.link
+    m.load, m.evict, m.link = slower(m.load), slower(m.evict), slower(m.link)
+    cal = calibrate(m, shapes, is_host_cpu=True)
+    o = cal.overheads
+    assert cal.host["gpu_link_gb_per_s"] == pytest.approx(4.0, rel=1e-3)
+    assert cal.host["gpu_link_latency_us"] == pytest.approx(50.0, rel=1e-3)
+    assert cal.fits["in_decode_over_op_loop"]["link[0, 8]"] == pytest.approx(1 / 1.4)
     assert o["unit_load_per_id_ns"] == pytest.approx(200.0, rel=1e-3)
     assert (o["evict_per_band_us"], o["evict_per_id_ns"], o["evict_per_byte_ns"]) == \
         pytest.approx((60.0, 70.0, 0.25), rel=1e-3)
