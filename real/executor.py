@@ -166,7 +166,7 @@ class RealExecutor:
             for b, ids in enumerate(upd.evict):
                 e0 = time.perf_counter()
                 self.device.evict(plan.layer, BANDS[b], ids)
-                self._op("evict", plan, b, len(ids), time.perf_counter() - e0)
+                self._op("evict", b, len(ids), time.perf_counter() - e0)
         self.busy["cpu_mgmt"] += time.perf_counter() - c0
         transient = upd is None or upd.transient
         l0 = time.perf_counter()
@@ -175,14 +175,15 @@ class RealExecutor:
             u0 = time.perf_counter()
             loads.append(self._load(t, plan.token, transient))
             if not transient:
-                self._op("load", plan, t.band, len(t.ids), time.perf_counter() - u0)
+                self._op("load", t.band, len(t.ids), time.perf_counter() - u0)
         stalls["link"] += time.perf_counter() - l0
         if transient:
             self._scratch.setdefault(plan.layer, []).extend(p for p in loads if p is not None)
         return stalls
 
-    def _op(self, kind: str, plan: LayerPlan, band: int, num_ids: int, seconds: float) -> None:
-        if self.record_ops and plan.phase is Phase.DECODE and num_ids:
+    def _op(self, kind: str, band: int, num_ids: int, seconds: float) -> None:
+        """Record a cache op of a decode step (with ``record_ops``; ``add`` times the others)."""
+        if self.record_ops and self.token >= 0 and num_ids:
             self.op_s[kind].append((band, num_ids, seconds))
 
     def _ssd(self, t: Transfer, token: int) -> None:
@@ -237,8 +238,8 @@ class RealExecutor:
         else:
             self.device.load(t.layer, BANDS[t.band], t.ids, table, rows=rows)
         end = self.now()
-        if transient and self.record_ops and self.token >= 0 and len(t.ids):
-            self.op_s["link"].append((t.band, len(t.ids), end - start))
+        if transient:
+            self._op("link", t.band, len(t.ids), end - start)
         self.busy[Link.DRAM_TO_HBM.name] += end - start
         self.log.append(JobRecord(Link.DRAM_TO_HBM.name, t.payload.value, t.layer, token, start,
                                   end, t.nbytes, t.prefetch))

@@ -11,9 +11,9 @@ measurements and fit quality). The simulator then runs this machine with
 decode replaying a synthetic trace, alone and with SSD reads running beside it (builds the
 store if needed; gives the executor's own per-layer host time and the contention both ways), the
 backend's ops timed inside real decodes of a trace the model records on a profiling prompt
-(``decode_ops``: m2cache, each band alone, mixed precision, dense), the same ops in an op loop at the model's
-shapes (``microbench.decode_rows``; the fits use it where no decode timed an op), GEMV/GEMM/memcpy
-(/host->device) rates and O_DIRECT SSD reads. ``m2sim.calibrate`` fits them.
+(``decode_ops``: m2cache, each band alone, mixed precision, dense), the same ops in an op
+loop at the model's shapes (``microbench.decode_rows``; the fits use it where no decode timed
+an op), GEMV/GEMM/memcpy (/host->device) rates and O_DIRECT SSD reads. ``m2sim.calibrate`` fits them.
 """
 
 from __future__ import annotations
