@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
+from real.checkpoint_cache import CheckpointCache
 from real.profile import Options, fit_and_write, measure, measure_ops
 from real.profile_decodes import BANDS_ONLY
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
@@ -72,10 +73,11 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
     todo = [c for c in cases(s.model) if not only or c.name in only]
     saved, trace = out / "real_runs.json", out / "trace.m2trace"
     meas, info = Measurements(), {}
+    checkpoints = CheckpointCache()  # every run here reads the same checkpoint: read it once
 
     def profile_pass() -> None:  # one pass, then fit everything measured so far
         nonlocal info
-        m, info = measure(dataclasses.replace(interleave, rounds=1))
+        m, info = measure(dataclasses.replace(interleave, rounds=1), checkpoints)
         meas.extend(m)
         fit_and_write(interleave, meas, info)
 
@@ -85,7 +87,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
     if reuse:
         reals = json.loads(saved.read_text())
     else:
-        record_trace(s, trace)
+        record_trace(s, trace, checkpoints=checkpoints)
         reals = {c.name: [] for c in todo}
         with tqdm(total=repeats * len(todo), desc="real runs", unit="run") as bar:
             for r in range(repeats):  # interleaved: a slow spell of the machine hits them all
@@ -95,7 +97,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
                     if interleave is not None:
                         meas.extend(measure_ops(interleave))
                     reals[c.name].append(real_run(s, *replay(trace), "real.predictor=TRACE",
-                                                  *c.overrides))
+                                                  *c.overrides, checkpoints=checkpoints))
                     bar.update(1)
         saved.write_text(json.dumps(reals, default=str))
         if interleave is not None:

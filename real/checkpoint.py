@@ -47,13 +47,22 @@ def load_model(path: PathLike, *, dtype: torch.dtype = torch.float32,
 
     ``ffn=False`` skips the FFN weights (they stay empty: a tiered store supplies them), so
     only the dense weights are read and held."""
+    args, state = read_checkpoint(path, dtype=dtype, ffn=ffn)
+    return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)
+
+
+def read_checkpoint(path: PathLike, *, dtype: torch.dtype = torch.float32,
+                    ffn: bool = True) -> tuple[LlamaArgs, dict[str, torch.Tensor]]:
+    """A checkpoint's shapes and tensors (named as ``Transformer``'s), on the host, unchecked:
+    ``build_model`` checks them against the model. GGUF tensors come dequantized to float32,
+    a Hugging Face directory's in ``dtype``."""
     path = Path(path)
     if not path.exists():
         raise MissingCheckpointError(path, "no such file or directory")
     if path.is_dir():
-        return load_hf_dir(path, dtype=dtype, device=device, ffn=ffn)
+        return read_hf_dir(path, dtype=dtype, ffn=ffn)
     if path.suffix == ".gguf":
-        return load_gguf(path, dtype=dtype, device=device, ffn=ffn)
+        return read_gguf(path, ffn=ffn)
     raise CheckpointError(path, "not a Hugging Face model directory nor a .gguf file")
 
 
@@ -170,9 +179,9 @@ def _hf_name(name: str, source: Path) -> str:
     return f"layers.{m.group(1)}.{_HF_LAYER[m.group(2)]}.weight"
 
 
-def load_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
-                device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
-    """Load a LLaMA saved by transformers' ``save_pretrained`` (safetensors, sharded or not)."""
+def read_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
+                ffn: bool = True) -> tuple[LlamaArgs, dict[str, torch.Tensor]]:
+    """Read a LLaMA saved by transformers' ``save_pretrained`` (safetensors, sharded or not)."""
     path = Path(path)
     config = path / "config.json"
     if not config.is_file():
@@ -192,7 +201,7 @@ def load_hf_dir(path: PathLike, *, dtype: torch.dtype = torch.float32,
             state[_hf_name(name, file)] = tensor.to(dtype, copy=True)
     if args.tie_embeddings:
         state.pop("output.weight", None)  # some tied checkpoints store the head anyway
-    return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)
+    return args, state
 
 
 # ---- GGUF --------------------------------------------------------------------------------
@@ -274,9 +283,9 @@ def _open_gguf(path: Path) -> Any:
                                     f"{e})") from None
 
 
-def load_gguf(path: PathLike, *, dtype: torch.dtype = torch.float32,
-              device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
-    """Load a llama-architecture GGUF file, dequantizing every tensor to ``dtype``."""
+def read_gguf(path: PathLike, *,
+              ffn: bool = True) -> tuple[LlamaArgs, dict[str, torch.Tensor]]:
+    """Read a llama-architecture GGUF file, dequantizing every tensor to float32."""
     from gguf.quants import dequantize
 
     path = Path(path)
@@ -296,7 +305,7 @@ def load_gguf(path: PathLike, *, dtype: torch.dtype = torch.float32,
         elif name.endswith("attention.wk.weight"):
             w = unpermute_qk(w, args.n_kv_heads)
         state[name] = torch.tensor(w, dtype=torch.float32)  # copies out of the read-only mmap
-    return build_model(args, state, path, dtype=dtype, device=device, ffn=ffn)
+    return args, state
 
 
 def smollm2_gguf_path() -> Path:

@@ -43,6 +43,7 @@ from m2sim.hardware import GIB, PROFILE_SCHEMA_VERSION, ProfileHeader
 from m2sim.planner import Planner
 from m2sim.types import BANDS, Precision
 from real import microbench as mb
+from real.checkpoint_cache import CheckpointCache
 from real.config import RealConfig
 from real.profile_decodes import decode_ops, executor_decode
 from real.run import host_settings
@@ -112,9 +113,12 @@ def model_config(o: Options) -> M2SimConfig:
     return load_config(f"model={o.model}", "policy=m2cache", "gpu=h100_pcie", "host=server_pcie4")
 
 
-def measure(o: Options) -> tuple[Measurements, dict]:
+def measure(o: Options, checkpoints: Optional[CheckpointCache] = None
+            ) -> tuple[Measurements, dict]:
     """Everything, in ``rounds`` passes spread over time (the machine's speed drifts on a scale
-    of seconds; medians over the passes), after one short real decode."""
+    of seconds; medians over the passes), after one short real decode. The real decodes take
+    the model from ``checkpoints`` (default: one cache for this call)."""
+    checkpoints = checkpoints or CheckpointCache()
     host_settings(RealConfig(torch_threads=o.threads))  # threads, allocator: as a real run
     device, dtype = torch.device(o.device), getattr(torch, o.dtype)
     m = model_config(o).model
@@ -127,13 +131,14 @@ def measure(o: Options) -> tuple[Measurements, dict]:
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=1 + 3 * rounds, desc="profile",
                                                      unit="step", file=sys.stderr) as bar:
         bar.set_postfix_str("real decode, alone and beside SSD reads")
-        meas.layer_host, meas.layer_host_dense, rows, beside, store = executor_decode(o, Path(tmp))
+        decoded = executor_decode(o, Path(tmp), checkpoints)
+        meas.layer_host, meas.layer_host_dense, rows, beside, store = decoded
         meas.contention.extend(rows)
         meas.ssd_beside.extend(beside)
         bar.update(1)
         for _ in range(rounds):
             bar.set_postfix_str("the backend's ops inside real decodes")
-            meas.extend(decode_ops(o, Path(tmp)))
+            meas.extend(decode_ops(o, Path(tmp), checkpoints))
             bar.set_postfix_str("the backend's ops at the model's shapes (op loop)")
             meas.extend(measure_ops(o))
             bar.update(1)

@@ -15,6 +15,7 @@ from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
 from m2sim.trace import SyntheticTrace, SyntheticTraceConfig, write_trace
 from real import microbench as mb
+from real.checkpoint_cache import CheckpointCache
 from real.ssd import SSDReader
 from real.store import Store, open_store
 
@@ -39,9 +40,9 @@ def _real_cfg(o: Options, *overrides: str):
         return to_config(compose(config_name="real", overrides=ov))
 
 
-def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
-                                                   list[tuple[int, float, float]],
-                                                   list[tuple[int, float, int, float]], Store]:
+def executor_decode(o: Options, tmp: Path, checkpoints: CheckpointCache
+                    ) -> tuple[list[float], list[float], list[tuple[int, float, float]],
+                               list[tuple[int, float, int, float]], Store]:
     """A short real decode of m2cache with every layer in DRAM, replaying a synthetic trace:
     alone, then ``o.contention_pairs`` times with the SSD reader reading layers beside it and
     alone again (the reader alone just before and just after each loaded decode); then the same
@@ -71,7 +72,7 @@ def executor_decode(o: Options, tmp: Path) -> tuple[list[float], list[float],
                     "real.predictor=TRACE", *shape)
 
     def decode(c=cfg) -> tuple[float, float]:  # (decode seconds, executor host s per layer)
-        s = run_real(c).summary
+        s = run_real(c, checkpoints).summary
         return s["tpot_s"] * n, s["executor_host_s_per_layer"]["decode"]
 
     alone = [decode()]
@@ -105,7 +106,7 @@ PROFILE_PROMPT = ("Timing a language model on a small machine means running it m
 BANDS_ONLY = "policy.bands.fp16_frac={} policy.bands.int8_frac={} policy.bands.int4_frac={}"
 
 
-def decode_ops(o: Options, tmp: Path) -> Measurements:
+def decode_ops(o: Options, tmp: Path, checkpoints: CheckpointCache) -> Measurements:
     """The backend's ops timed inside real decodes (``real.record_op_times``): the model records
     an activation trace live (its own predictor) on ``PROFILE_PROMPT``, then m2cache with its
     bands, with the FP16, INT8 and INT4 band alone, mixed precision without an HBM cache (its
@@ -116,15 +117,15 @@ def decode_ops(o: Options, tmp: Path) -> Measurements:
     ids from fixed pools, while an eviction's cost depends on which slots a policy frees and
     how big the pool is (384 ids of one band: 1.23-1.45x the op loop's time inside the
     decodes; 96 FP16 ids: 0.88-0.92x)."""
-    from real.run import checkpoint_path, run_real, tokenizer_of
+    from real.run import checkpoint_path, run_real
 
     n = 2 + o.tokens
     shape = [f"workload.output_tokens={n + 1}", "gpu=h100_pcie", "host=server_pcie4"]
     base = _real_cfg(o, "policy=m2cache", *shape)
-    shape += ([f"workload.prompt='{PROFILE_PROMPT}'"] if tokenizer_of(checkpoint_path(base))
-              else ["workload.prompt_tokens=16"])
+    has_text = checkpoints.tokenizer(checkpoint_path(base)) is not None
+    shape += [f"workload.prompt='{PROFILE_PROMPT}'" if has_text else "workload.prompt_tokens=16"]
     trace = tmp / "ops.m2trace"
-    run_real(_real_cfg(o, "policy=m2cache", f"real.record_trace={trace}", *shape))
+    run_real(_real_cfg(o, "policy=m2cache", f"real.record_trace={trace}", *shape), checkpoints)
     meas = Measurements()
     for policy in (("policy=m2cache",),
                    *(("policy=m2cache", *BANDS_ONLY.format(*one).split())
@@ -132,7 +133,7 @@ def decode_ops(o: Options, tmp: Path) -> Measurements:
                    ("policy=mixed_precision_only",), ("policy=dense",)):
         s = run_real(_real_cfg(o, *policy, "trace=replay", f"trace.path={trace}",
                                "real.predictor=TRACE", "real.record_op_times=true",
-                               *shape)).summary
+                               *shape), checkpoints).summary
         ops = s["executor_op_samples"]
         for k in ("attention", "ffn", "evict", "load", "link"):
             getattr(meas, f"{k}_in_decode").extend(tuple(r) for r in ops[k])

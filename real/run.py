@@ -32,7 +32,8 @@ from m2sim.trace import ReplayTraceConfig
 from m2sim.trace.file import TraceWriter
 from m2sim.types import BANDS, Link
 from real.allocator import keep_freed_memory
-from real.checkpoint import CheckpointError, load_model, smollm2_gguf_path
+from real.checkpoint import smollm2_gguf_path
+from real.checkpoint_cache import CheckpointCache
 from real.config import PredictorKind, RealConfig, RealRunConfig
 from real.device_cache import DeviceNeuronCache
 from real.dram import DRAMCache
@@ -44,7 +45,6 @@ from real.prefetch import Prefetcher
 from real.quality import heldout_ids
 from real.ssd import SSDReader
 from real.store import Store, convert_store, open_store
-from real.tokenizer import load_tokenizer
 
 _HF = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj",
        "attention.wv": "self_attn.v_proj", "attention.wo": "self_attn.o_proj",
@@ -98,14 +98,6 @@ def ensure_store(cfg: RealRunConfig, model: Transformer, precisions) -> Store:
     if missing:
         raise M2SimError(f"real.store_dir: {path} lacks precisions {missing}")
     return store
-
-
-def tokenizer_of(path: Path):
-    """The checkpoint's tokenizer, or None when it ships without one."""
-    try:
-        return load_tokenizer(path)
-    except CheckpointError:
-        return None
 
 
 def _drop_ffn_weights(model: Transformer) -> None:
@@ -186,7 +178,10 @@ def host_settings(r: RealConfig) -> None:
     keep_freed_memory(r.malloc_mmap_threshold_bytes, r.malloc_trim_threshold_bytes)
 
 
-def run_real(cfg: RealRunConfig) -> Results:
+def run_real(cfg: RealRunConfig, checkpoints: Optional[CheckpointCache] = None) -> Results:
+    """Serve ``cfg``'s workload on the real backend. ``checkpoints``: where to take the model and
+    its tokenizer from, for many runs in one process (default: read the file for this run)."""
+    checkpoints = checkpoints or CheckpointCache()
     host_settings(cfg.real)
     if cfg.real.device.startswith("cuda") and not torch.cuda.is_available():
         raise M2SimError(f"real.device: {cfg.real.device} requested but CUDA is not available "
@@ -196,10 +191,10 @@ def run_real(cfg: RealRunConfig) -> Results:
     built = (store_path(cfg) / "manifest.json").exists()
     oracle = cfg.policy.sparse and not replay and not _uses_lowrank(cfg, store_path(cfg))
     # FFN weights are read only to build the store or for the oracle predictor
-    model = load_model(path, dtype=getattr(torch, cfg.real.dtype), device=cfg.real.device,
-                       ffn=not built or oracle)
+    model = checkpoints.model(path, dtype=getattr(torch, cfg.real.dtype),
+                              device=cfg.real.device, ffn=not built or oracle)
     check_model(model, cfg, path)
-    tok = tokenizer_of(path)
+    tok = checkpoints.tokenizer(path)
     w = cfg.workload
     if tok is None:  # a bare checkpoint (tests, random models): fixed ids, no text
         if w.prompt:

@@ -21,6 +21,7 @@ from typing import Any, Optional
 from m2sim.compose import load_config
 from m2sim.hardware import check_profile
 from m2sim.sim.engine import simulate
+from real.checkpoint_cache import CheckpointCache
 from real.profile import machine_identity
 
 
@@ -66,7 +67,8 @@ def check_setup(s: Setup) -> None:
         check_profile(node.profile, field=field, machine=here, model=cfg.model)
 
 
-def real_run(s: Setup, *overrides: str) -> dict[str, Any]:
+def real_run(s: Setup, *overrides: str,
+             checkpoints: Optional[CheckpointCache] = None) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
     from m2sim.cli import to_config
@@ -77,13 +79,15 @@ def real_run(s: Setup, *overrides: str) -> dict[str, Any]:
     register_real_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         d = compose(config_name="real", overrides=[*s.workload(), *s.real(), *overrides])
-    return run_real(to_config(d)).summary
+    return run_real(to_config(d), checkpoints).summary
 
 
-def record_trace(s: Setup, path: Path, *overrides: str) -> Path:
+def record_trace(s: Setup, path: Path, *overrides: str,
+                 checkpoints: Optional[CheckpointCache] = None) -> Path:
     """The activation trace every configuration replays: a live run of the real backend
     (its predictor: the store's low-rank one, else the oracle)."""
-    real_run(s, "policy=m2cache", f"real.record_trace={path}", *overrides)
+    real_run(s, "policy=m2cache", f"real.record_trace={path}", *overrides,
+             checkpoints=checkpoints)
     return path
 
 

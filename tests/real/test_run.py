@@ -14,6 +14,7 @@ from m2sim.cli import to_config
 from m2sim.compose import CONF_DIR
 from m2sim.errors import DoesNotFit, M2SimError
 from m2sim.trace import RecordedTrace
+from real.checkpoint_cache import CheckpointCache
 from real.config import register_real_configs
 from real.run import run_real
 from real.tiny import save_tiny_llama
@@ -70,6 +71,25 @@ def test_caching_never_changes_the_output(tiny_ckpt, store, policy):
         tight = _run(tiny_ckpt, store, f"policy={policy}", "real.predictor=ORACLE", *TIGHT)
         assert tight.summary["bytes_by_link"]["SSD_TO_DRAM"] > 0
     assert tight.summary["generated_token_ids"] == roomy.summary["generated_token_ids"]
+
+
+def test_runs_sharing_a_checkpoint_cache_match_a_fresh_run(tiny_ckpt, store):
+    """The oracle (dense FFN weights kept) and a replay (dense weights only), twice each, on
+    one cache: each key read once, and every run as a fresh process's run."""
+    trace = store.parent / "shared.m2trace"
+    fresh = _run(tiny_ckpt, store, "policy=m2cache", "real.predictor=ORACLE",
+                 f"real.record_trace={trace}")
+    cache = CheckpointCache()
+    for overrides in (("real.predictor=ORACLE",),
+                      ("trace=replay", f"trace.path={trace}", "real.predictor=TRACE")):
+        cfg = _cfg("model=tiny", "workload=tiny", "workload.output_tokens=10",
+                   f"real.checkpoint={tiny_ckpt}", f"real.store_dir={store}",
+                   "real.measure_energy=false", "policy=m2cache", *overrides)
+        for _ in range(2):
+            s = run_real(cfg, cache).summary
+            assert s["generated_token_ids"] == fresh.summary["generated_token_ids"]
+            assert s["bytes_by_link"] == fresh.summary["bytes_by_link"]
+    assert cache.reads == 3  # the full model, the dense weights, the (absent) tokenizer
 
 
 def test_the_hbm_cache_does_not_change_the_output(tiny_ckpt, store):
