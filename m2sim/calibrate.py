@@ -21,8 +21,9 @@ fits, so it is tested on synthetic measurements with known parameters. The model
 - residuals: a measured op minus the roofline of the plan's op (``m2sim.cost``) is the op's
   fixed host cost (``OverheadConfig.attention_us`` etc.);
 - contention, both ways: how much slower the real backend's decode runs while the SSD reader
-  reads beside it (``OverheadConfig.ssd_busy_host_slowdown_frac``), and how much slower the
-  reader reads beside the decode than alone (``OverheadConfig.host_busy_ssd_slowdown_frac``);
+  reads beside it (``OverheadConfig.ssd_busy_host_slowdown_frac``), and how much slower a
+  decode mostly on SSD gets its reads than the reader alone reads
+  (``OverheadConfig.host_busy_ssd_slowdown_frac``);
 - the executor's own host time per layer (planning, issuing, records), means: a dense decode's
   is every policy's (``layer_us``), and a sparse decode's extra is the planning of its HBM
   cache, charged with each layer's cache work (``cache_mgmt_per_layer_us``).
@@ -80,8 +81,8 @@ class Measurements:
     # the real backend's decode with the SSD reader running beside it: (bytes read while it
     # ran, its seconds, the same decode's seconds alone)
     contention: list[tuple[int, float, float]] = field(default_factory=list)
-    # the same SSD reader's rate beside that decode and alone: (bytes read beside it, their
-    # seconds, bytes read alone, their seconds)
+    # the SSD reads of a real decode mostly on SSD, against the reader alone: (bytes the decode
+    # read, the seconds any of its reads was in flight, bytes read alone, their seconds)
     ssd_beside: list[tuple[int, float, int, float]] = field(default_factory=list)
     # the same ops timed inside real decodes of the backend (``real.record_op_times``), rows
     # as above (which of the two the fits take: ``ops``)
@@ -271,7 +272,7 @@ def calibrate(m: Measurements, ops: OpShapes, *, is_host_cpu: bool,
                   if nread and alone > 0]
         if slower:
             ov["ssd_busy_host_slowdown_frac"] = _median(slower)
-    if m.ssd_beside:  # how much slower the reader read beside the decode than alone
+    if m.ssd_beside:  # how much slower a decode's reads ran than the reader's alone
         slower = [max(0.0, (n_alone / s_alone) / (n_beside / s_beside) - 1.0)
                   for n_beside, s_beside, n_alone, s_alone in m.ssd_beside
                   if n_beside and s_beside > 0 and s_alone > 0]

@@ -159,12 +159,14 @@ def ssd_layer_rows(reader: SSDReader, store: Store, num_layers: int,
 class BackgroundReads:
     """Context manager: the SSD reader reads whole layers (every stored precision, ``ahead``
     layers in flight, back to back, as a preloader running ahead does) on its I/O threads
-    while the body runs; ``nbytes`` and ``wall_s`` say how much it read in how long."""
+    while the body runs; ``nbytes`` and ``wall_s`` say how much it read in how long, and
+    ``bytes_within`` how much of it completed in a part of that time."""
 
     def __init__(self, reader: SSDReader, store: Store, num_layers: int, ahead: int = 2):
         self.reader, self.store, self.ahead = reader, store, ahead
         self.jobs = [(layer, p) for layer in range(num_layers) for p in store.manifest.precisions]
         self.nbytes, self.wall_s = 0, 0.0
+        self.done: list[tuple[float, int]] = []  # (time.perf_counter() at completion, bytes)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -176,9 +178,15 @@ class BackgroundReads:
             while len(inflight) < width:
                 inflight.append(self.reader.submit_layer(*self.jobs[k % len(self.jobs)]))
                 k += 1
-            self.nbytes += inflight.popleft().result().numel()
+            n = inflight.popleft().result().numel()
+            self.nbytes += n
+            self.done.append((time.perf_counter(), n))
         for f in inflight:
             f.result()
+
+    def bytes_within(self, start_s: float, end_s: float) -> int:
+        """Bytes of the reads that completed between two ``time.perf_counter()`` readings."""
+        return sum(n for t, n in self.done if start_s <= t <= end_s)
 
     def __enter__(self) -> BackgroundReads:
         self._t0 = time.perf_counter()

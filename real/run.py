@@ -331,6 +331,10 @@ def _results(cfg, run, ex, stats, requests, token_end, ids_out, tok, predictor,
     s["generated_token_ids"] = ids_out
     s["generated_text"] = tok.decode(ids_out) if tok is not None else None
     s["tier_stats"] = {k: dataclasses.asdict(v) for k, v in stats.items()}
+    # when the requests were served, on time.perf_counter(): what ran beside them can be
+    # counted within (the profiler's reads beside a decode)
+    s["serving_perf_counter_s"] = [ex.t0 + min(r[1] for r in requests),
+                                   ex.t0 + max(r[3] for r in requests)]
     own = {ph.value: [x for q, x in ex.host_s if q is ph] for ph in Phase}
     # the executor's own host time per layer (planning, issuing, records): what the
     # simulator's sim.overheads.layer_us stands for

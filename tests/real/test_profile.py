@@ -61,3 +61,12 @@ def test_validation_refuses_a_profile_of_another_machine_or_model(tiny_profile, 
         check_setup(Setup(**{**good.__dict__, "conf_dir": str(other)}))
     with pytest.raises(ConfigError, match="gpu.profile.model"):
         check_setup(Setup(**{**good.__dict__, "model": "smollm2_135m"}))
+
+
+def test_busy_s_counts_overlapping_reads_once():
+    from real.profile_decodes import busy_s
+
+    assert busy_s([]) == 0.0
+    assert busy_s([(0.0, 1.0)]) == 1.0
+    # overlapping, nested, touching, then a gap: [0, 3] and [4, 5]
+    assert busy_s([(2.0, 3.0), (0.0, 2.0), (0.5, 1.0), (4.0, 5.0), (1.5, 2.5)]) == 4.0
