@@ -29,8 +29,9 @@ from tqdm import tqdm
 from m2sim.calibrate import Measurements
 from m2sim.compose import CONF_DIR, load_config
 from real.checkpoint_cache import CheckpointCache
-from real.profile import Options, fit_and_write, measure, measure_ops
+from real.profile import Options, fit_and_write, measure, measure_ops, measure_reads
 from real.profile_decodes import BANDS_ONLY
+from real.store import open_store
 from real.validate import Case, Setup, check_setup, compare, real_run, record_trace, replay, sim_run
 
 
@@ -66,8 +67,9 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
     """Run (or, with ``reuse``, reread from OUT/real_runs.json) the real side, then simulate.
 
     ``interleave``: profile the machine (these options; they write the setup's profile) with
-    one pass before each repeat and the backend's ops (``measure_ops``, about 2 s) before every
-    real run, so the profile samples the same spells of the machine as the real runs, and fit
+    one pass before each repeat and the backend's ops (``measure_ops``, about 2 s) and the
+    store's layers read from SSD (``measure_reads``, about 0.5 s) before every real run, so
+    the profile samples the same spells of the machine and its disk as the real runs, and fit
     it once they are done."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases(s.model) if not only or c.name in only]
@@ -88,6 +90,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
         reals = json.loads(saved.read_text())
     else:
         record_trace(s, trace, checkpoints=checkpoints)
+        store = open_store(Path(s.store))  # built by now
         reals = {c.name: [] for c in todo}
         with tqdm(total=repeats * len(todo), desc="real runs", unit="run") as bar:
             for r in range(repeats):  # interleaved: a slow spell of the machine hits them all
@@ -96,6 +99,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
                 for c in todo:
                     if interleave is not None:
                         meas.extend(measure_ops(interleave))
+                        meas.extend(measure_reads(interleave, store))
                     reals[c.name].append(real_run(s, *replay(trace), "real.predictor=TRACE",
                                                   *c.overrides, checkpoints=checkpoints))
                     bar.update(1)
@@ -150,8 +154,8 @@ def main() -> None:
                     help="simulate again against the real runs saved in OUT")
     ap.add_argument("--interleave-profile", action="store_true",
                     help="profile the machine (writing --profile into --conf-dir, default conf/) "
-                         "with one pass before each repeat of the real runs, and its ops before "
-                         "every real run")
+                         "with one pass before each repeat of the real runs, and its ops and "
+                         "SSD layer reads before every real run")
     a = ap.parse_args()
     s = Setup(model=a.model, profile=a.profile, checkpoint=a.checkpoint, store=a.store,
               prompt_tokens=a.prompt_tokens, output_tokens=a.tokens, device=a.device,

@@ -93,7 +93,7 @@ def executor_decode(o: Options, tmp: Path, checkpoints: CheckpointCache
             alone.append(decode())
             contention.append((bg.bytes_within(start, end), loaded_s,
                                (alone[-2][0] + alone[-1][0]) / 2))
-    dense = decode(_real_cfg(o, "policy=dense", *replay, *shape))
+    dense = decode(_real_cfg(o, "policy=dense", *shape))
 
     def reads_alone(seconds: float) -> tuple[int, float]:
         with SSDReader(store) as reader, mb.BackgroundReads(reader, store, m.num_layers) as bg:

@@ -59,7 +59,10 @@ def test_interleaved_profile_samples_every_repeat(tmp_path):
     saved = json.loads((tmp_path / "p.json").read_text())
     assert len(saved["measurements"]["contention"]) == 2  # one row per pass, both fitted
     assert len(saved["measurements"]["ssd_beside"]) == 4  # the reader alone before and after
-    assert len(saved["measurements"]["ssd_lone"]) == len(saved["measurements"]["ssd_layer"])
+    # the layers read queued: 4 precision sets per pass and before every real run, one at a
+    # time once per pass
+    assert len(saved["measurements"]["ssd_layer"]) == 4 * (2 + 4)
+    assert len(saved["measurements"]["ssd_lone"]) == 4 * 2
     assert len(saved["measurements"]["layer_host_dense"]) == 2  # a dense decode per pass
     # the ops: once per pass (2) and once before every real run (2 repeats x 2 configurations),
     # each over o.tokens decode steps of every layer
