@@ -101,7 +101,8 @@ def executor_decode(o: Options, tmp: Path, checkpoints: CheckpointCache
         return bg.nbytes, bg.wall_s
 
     alone_read_s = 0.5 if o.quick else 1.5  # about as long as the SSD decode's reads
-    before = reads_alone(alone_read_s)  # no layer kept in DRAM: each token reads most of them
+    before = reads_alone(alone_read_s)
+    # no layer kept in DRAM: every token reads most layers from SSD
     t = run_real(_real_cfg(o, "policy=m2cache", "policy.dram_cache.fixed_layers=0", *replay,
                            *shape), checkpoints).transfers
     reads = t[(t.server == Link.SSD_TO_DRAM.name) & (t.token >= 0)]
