@@ -16,7 +16,13 @@ from typing import Optional, Union
 
 import torch
 
-from real.checkpoint import CheckpointError, MissingCheckpointError, build_model, read_checkpoint
+from real.checkpoint import (
+    CheckpointError,
+    MissingCheckpointError,
+    build_model,
+    load_model,
+    read_checkpoint,
+)
 from real.model import LlamaArgs, Transformer
 from real.tokenizer import Tokenizer, load_tokenizer
 
@@ -31,9 +37,13 @@ def _identity(path: Path) -> tuple:
 
 
 class CheckpointCache:
-    """What ``load_model`` and ``load_tokenizer`` return, from files read at most once."""
+    """What ``load_model`` and ``load_tokenizer`` return, from files read at most once.
 
-    def __init__(self) -> None:
+    ``keep=False`` keeps nothing: every call reads the file and the model gets the tensors
+    read, not copies (one run alone should not hold its weights twice)."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
         self._states: dict[tuple, tuple[LlamaArgs, dict[str, torch.Tensor]]] = {}
         self._tokenizers: dict[tuple, Optional[Tokenizer]] = {}
         self.reads = 0  # checkpoints and tokenizers read so far
@@ -42,6 +52,9 @@ class CheckpointCache:
               device: Union[str, torch.device] = "cpu", ffn: bool = True) -> Transformer:
         """A new model, as ``real.checkpoint.load_model`` builds it."""
         path = Path(path)
+        if not self.keep:
+            self.reads += 1
+            return load_model(path, dtype=dtype, device=device, ffn=ffn)
         key = (_identity(path), dtype, ffn)
         if key not in self._states:
             self._states[key] = read_checkpoint(path, dtype=dtype, ffn=ffn)
@@ -63,4 +76,4 @@ class CheckpointCache:
             except CheckpointError:
                 self._tokenizers[key] = None
             self.reads += 1
-        return self._tokenizers[key]
+        return self._tokenizers.pop(key) if not self.keep else self._tokenizers[key]

@@ -181,7 +181,7 @@ def host_settings(r: RealConfig) -> None:
 def run_real(cfg: RealRunConfig, checkpoints: Optional[CheckpointCache] = None) -> Results:
     """Serve ``cfg``'s workload on the real backend. ``checkpoints``: where to take the model and
     its tokenizer from, for many runs in one process (default: read the file for this run)."""
-    checkpoints = checkpoints or CheckpointCache()
+    checkpoints = checkpoints or CheckpointCache(keep=False)
     host_settings(cfg.real)
     if cfg.real.device.startswith("cuda") and not torch.cuda.is_available():
         raise M2SimError(f"real.device: {cfg.real.device} requested but CUDA is not available "

@@ -68,3 +68,12 @@ def test_smollm2_tokenizer_is_read_once(smollm2_path, smollm2_tokenizer):
     assert cache.tokenizer(smollm2_path) is tok and cache.reads == 1
     text = "Timing a model on a small machine"
     assert tok.encode(text) == smollm2_tokenizer.encode(text)
+
+
+def test_a_cache_that_keeps_nothing_reads_every_time(make_tiny_llama):
+    _, path = make_tiny_llama()
+    cache = CheckpointCache(keep=False)
+    a, b = cache.model(path), cache.model(path)
+    assert cache.reads == 2 and _same_weights(a, b) and _same_weights(a, load_model(path))
+    assert cache.tokenizer(path) is None and cache.tokenizer(path) is None
+    assert cache.reads == 4
