@@ -10,7 +10,7 @@ Run:    .venv/bin/python -m real.profile --model smollm2_135m --name vm_smollm2 
     or, profiling with one pass before each repeat and the backend's ops before every real run
     (the profile samples the same spells of a drifting machine as the real runs):
         .venv/bin/python experiments/validate_sim.py --profile vm_smollm2 --store S \
-            --conf-dir C --interleave-profile
+            --conf-dir C --interleave-profile [--repeats 24 --profile-every 2]
 Output: OUT/validate_sim.csv, OUT/validate_sim.md (OUT: results/validate_sim by default),
         OUT/trace.m2trace (the recorded trace all configurations replay).
 """
@@ -63,14 +63,22 @@ def cases(model: str) -> list[Case]:
 
 
 def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
-             reuse: bool = False, interleave: Optional[Options] = None) -> pd.DataFrame:
+             reuse: bool = False, interleave: Optional[Options] = None,
+             profile_every: int = 1) -> pd.DataFrame:
     """Run (or, with ``reuse``, reread from OUT/real_runs.json) the real side, then simulate.
 
     ``interleave``: profile the machine (these options; they write the setup's profile) with
-    one pass before each repeat and the backend's ops (``measure_ops``, about 2 s) and the
-    store's layers read from SSD (``measure_reads``, about 0.5 s) before every real run, so
-    the profile samples the same spells of the machine and its disk as the real runs, and fit
-    it once they are done."""
+    one pass before every ``profile_every``-th repeat (about a minute each for SmolLM2) and the
+    backend's ops (``measure_ops``, about 2 s) and the store's layers read from SSD
+    (``measure_reads``, about 0.5 s) before every real run, so the profile samples the same
+    spells of the machine and its disk as the real runs, and fit it once they are done. The
+    real runs are saved to OUT/real_runs.json after every repeat, so a run stopped early
+    keeps what it measured."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if profile_every < 1:
+        raise ValueError(f"profile_every must be at least 1 (a profiling pass before every "
+                         f"n-th repeat), got {profile_every}")
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases(s.model) if not only or c.name in only]
     saved, trace = out / "real_runs.json", out / "trace.m2trace"
@@ -94,7 +102,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
         reals = {c.name: [] for c in todo}
         with tqdm(total=repeats * len(todo), desc="real runs", unit="run") as bar:
             for r in range(repeats):  # interleaved: a slow spell of the machine hits them all
-                if interleave is not None and r > 0:
+                if interleave is not None and r > 0 and r % profile_every == 0:
                     profile_pass()
                 for c in todo:
                     if interleave is not None:
@@ -103,7 +111,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
                     reals[c.name].append(real_run(s, *replay(trace), "real.predictor=TRACE",
                                                   *c.overrides, checkpoints=checkpoints))
                     bar.update(1)
-        saved.write_text(json.dumps(reals, default=str))
+                saved.write_text(json.dumps(reals, default=str))  # what is measured, kept
         if interleave is not None:
             fit_and_write(interleave, meas, info)
     rows = [compare(c, reals[c.name], sim_run(s, trace, c)) for c in todo]
@@ -156,7 +164,13 @@ def main() -> None:
                     help="profile the machine (writing --profile into --conf-dir, default conf/) "
                          "with one pass before each repeat of the real runs, and its ops and "
                          "SSD layer reads before every real run")
+    ap.add_argument("--profile-every", type=int, default=1, metavar="N",
+                    help="with --interleave-profile: the profiling pass before every N-th "
+                         "repeat only (the ops and SSD reads still before every real run)")
     a = ap.parse_args()
+    if a.repeats < 1 or a.profile_every < 1:
+        ap.error(f"--repeats and --profile-every must be at least 1, got {a.repeats} and "
+                 f"{a.profile_every}")
     s = Setup(model=a.model, profile=a.profile, checkpoint=a.checkpoint, store=a.store,
               prompt_tokens=a.prompt_tokens, output_tokens=a.tokens, device=a.device,
               conf_dir=a.conf_dir)
@@ -166,7 +180,7 @@ def main() -> None:
         inter = Options(model=a.model, name=a.profile, device=a.device, checkpoint=a.checkpoint,
                         store=a.store, conf_dir=conf,
                         out_json=a.out / f"profile_{a.profile}.json")
-    df = validate(s, a.out, a.repeats, a.only, a.reuse_real, inter)
+    df = validate(s, a.out, a.repeats, a.only, a.reuse_real, inter, a.profile_every)
     print((a.out / "validate_sim.md").read_text())
     assert len(df)
 

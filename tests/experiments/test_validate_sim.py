@@ -96,3 +96,30 @@ def _pool_twice(tmp_path, s, o):
         pool([run, other], pooled, run / "trace.m2trace", tmp_path / "pooled2")
     with pytest.raises(M2SimError, match="real_runs.json"):
         pool([run, tmp_path], pooled, run / "trace.m2trace", tmp_path / "pooled3")
+
+
+def test_a_pass_before_every_nth_repeat_and_the_real_runs_kept_as_they_come(tmp_path):
+    """--profile-every 2: of two repeats only the first has a profiling pass before it (the
+    ops still before every real run); real_runs.json holds every repeat."""
+    ckpt = save_tiny_llama(tmp_path / "ckpt")
+    store, conf = tmp_path / "store", tmp_path / "conf"
+    s = Setup(model="tiny", profile="tiny_every", checkpoint=str(ckpt), store=str(store),
+              prompt_tokens=8, output_tokens=4, conf_dir=str(conf))
+    o = Options(model="tiny", name="tiny_every", checkpoint=str(ckpt), store=str(store),
+                conf_dir=conf, out_json=tmp_path / "p.json", quick=True, tokens=2)
+    df = validate(s, tmp_path / "out", repeats=2, only=["dense"], interleave=o, profile_every=2)
+    assert (df.repeats == 2).all() and df.bytes_match.all() and df.hits_match.all()
+    saved = json.loads((tmp_path / "p.json").read_text())["measurements"]
+    assert len(saved["layer_host_dense"]) == 1  # one pass
+    layers = load_config("model=tiny").model.num_layers
+    assert len(saved["attention"]) == (1 + 2) * o.tokens * layers  # the pass, 2 real runs
+    assert len(json.loads((tmp_path / "out" / "real_runs.json").read_text())["dense"]) == 2
+
+
+@pytest.mark.parametrize("kw, field", [({"repeats": 0}, "repeats"),
+                                       ({"repeats": 1, "profile_every": 0}, "profile_every")])
+def test_bad_repeats_or_pass_spacing_is_refused_naming_it(tmp_path, kw, field):
+    s = Setup(model="tiny", profile="p", checkpoint=None, store=str(tmp_path / "s"),
+              prompt_tokens=8, output_tokens=4)
+    with pytest.raises(ValueError, match=field):
+        validate(s, tmp_path / "out", **kw)
