@@ -81,7 +81,8 @@ def pool(run_dirs: Sequence[Path], s: Setup, trace: Path, out: Path) -> pd.DataF
                 conf_dir=Path(s.conf_dir), out_json=out / f"profile_{s.profile}.json")
     out.mkdir(parents=True, exist_ok=True)
     fit_and_write(o, meas, first["info"], first["header"])
-    df = pd.DataFrame([compare(c, reals[c.name], sim_run(s, trace, c)) for c in todo])
+    df = pd.DataFrame([compare(c, reals[c.name], sim_run(s, trace, c), s.device)
+                       for c in todo])
     df.attrs["decode_tokens"] = s.output_tokens - 1
     df.to_csv(out / "validate_sim.csv", index=False)
     (out / "validate_sim.md").write_text(markdown(df))

@@ -114,7 +114,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
                 saved.write_text(json.dumps(reals, default=str))  # what is measured, kept
         if interleave is not None:
             fit_and_write(interleave, meas, info)
-    rows = [compare(c, reals[c.name], sim_run(s, trace, c)) for c in todo]
+    rows = [compare(c, reals[c.name], sim_run(s, trace, c), s.device) for c in todo]
     df = pd.DataFrame(rows)
     df.attrs["decode_tokens"] = s.output_tokens - 1
     df.to_csv(out / "validate_sim.csv", index=False)
@@ -141,6 +141,24 @@ def markdown(df: pd.DataFrame) -> str:
     e = df.err_tpot_ms.abs()
     lines.append(f"\n{len(df)} configurations; |TPOT error| median {100 * e.median():.1f}%, "
                  f"worst {100 * e.max():.1f}% ({df.config[e.idxmax()]}).")
+    return "\n".join(lines) + "\n" + energy_markdown(df)
+
+
+def energy_markdown(df: pd.DataFrame) -> str:
+    """Measured against modelled energy per run, over the components the meter measured
+    (``real.validate.modelled_energy_j``); where nothing was measurable, why, in one line."""
+    if "real_energy_j" not in df or df.real_energy_j.isna().all():
+        note = df.energy_note.iloc[0] if "energy_note" in df and len(df) else "not measured"
+        return f"\nEnergy: not measured ({note}); the modelled figures are in the CSV.\n"
+    lines = ["", "| config | measured J per run | modelled J | error | components | meter |",
+             "|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        real = "–" if pd.isna(r.real_energy_j) else f"{r.real_energy_j:.1f}"
+        err = "–" if r.err_energy is None or pd.isna(r.err_energy) else f"{100 * r.err_energy:+.1f}%"
+        lines.append(f"| {r.config} | {real} | {r.sim_energy_j:.1f} | {err} | {r.energy_scope} "
+                     f"| {r.energy_note} |")
+    e = df.err_energy.dropna().abs()
+    lines.append(f"\n|energy error| median {100 * e.median():.1f}%, worst {100 * e.max():.1f}%.")
     return "\n".join(lines) + "\n"
 
 

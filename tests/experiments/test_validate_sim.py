@@ -23,7 +23,7 @@ COLUMNS = ["config", "what", "policy", "repeats",
            "real_bytes_SSD_TO_DRAM", "sim_bytes_SSD_TO_DRAM", "real_bytes_DRAM_TO_HBM",
            "sim_bytes_DRAM_TO_HBM", "real_hit_hbm", "sim_hit_hbm", "real_hit_dram",
            "sim_hit_dram", "bytes_match", "hits_match", "real_energy_j", "sim_energy_j",
-           "energy_note"]
+           "energy_scope", "energy_note"]
 
 
 def test_validation_table_on_the_tiny_model(tmp_path):
