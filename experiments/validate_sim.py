@@ -62,6 +62,15 @@ def cases(model: str) -> list[Case]:
     ]
 
 
+def check_schedule(repeats: int, profile_every: int) -> None:
+    """Refuse a schedule of real runs that cannot run, naming the field."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if profile_every < 1:
+        raise ValueError(f"profile_every must be at least 1 (a profiling pass before every "
+                         f"n-th repeat), got {profile_every}")
+
+
 def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
              reuse: bool = False, interleave: Optional[Options] = None,
              profile_every: int = 1) -> pd.DataFrame:
@@ -74,11 +83,7 @@ def validate(s: Setup, out: Path, repeats: int, only: list[str] | None = None,
     spells of the machine and its disk as the real runs, and fit it once they are done. The
     real runs are saved to OUT/real_runs.json after every repeat, so a run stopped early
     keeps what it measured."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    if profile_every < 1:
-        raise ValueError(f"profile_every must be at least 1 (a profiling pass before every "
-                         f"n-th repeat), got {profile_every}")
+    check_schedule(repeats, profile_every)
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases(s.model) if not only or c.name in only]
     saved, trace = out / "real_runs.json", out / "trace.m2trace"
@@ -186,9 +191,10 @@ def main() -> None:
                     help="with --interleave-profile: the profiling pass before every N-th "
                          "repeat only (the ops and SSD reads still before every real run)")
     a = ap.parse_args()
-    if a.repeats < 1 or a.profile_every < 1:
-        ap.error(f"--repeats and --profile-every must be at least 1, got {a.repeats} and "
-                 f"{a.profile_every}")
+    try:
+        check_schedule(a.repeats, a.profile_every)
+    except ValueError as e:
+        ap.error(str(e))
     s = Setup(model=a.model, profile=a.profile, checkpoint=a.checkpoint, store=a.store,
               prompt_tokens=a.prompt_tokens, output_tokens=a.tokens, device=a.device,
               conf_dir=a.conf_dir)

@@ -45,14 +45,21 @@ def test_validation_table_on_the_tiny_model(tmp_path):
     assert (tmp_path / "out" / "validate_sim.csv").is_file()
 
 
-def test_interleaved_profile_samples_every_repeat(tmp_path):
-    """--interleave-profile: no profile beforehand; one pass before each repeat, all fitted."""
+def _interleaved_setup(tmp_path, name: str) -> tuple[Setup, Options]:
+    """The tiny model's validation setup and the quick profile options it interleaves."""
     ckpt = save_tiny_llama(tmp_path / "ckpt")
     store, conf = tmp_path / "store", tmp_path / "conf"
-    s = Setup(model="tiny", profile="tiny_inter", checkpoint=str(ckpt), store=str(store),
+    s = Setup(model="tiny", profile=name, checkpoint=str(ckpt), store=str(store),
               prompt_tokens=8, output_tokens=4, conf_dir=str(conf))
-    o = Options(model="tiny", name="tiny_inter", checkpoint=str(ckpt), store=str(store),
+    o = Options(model="tiny", name=name, checkpoint=str(ckpt), store=str(store),
                 conf_dir=conf, out_json=tmp_path / "p.json", quick=True, tokens=2)
+    return s, o
+
+
+def test_interleaved_profile_samples_every_repeat(tmp_path):
+    """--interleave-profile: no profile beforehand; one pass before each repeat, all fitted."""
+    s, o = _interleaved_setup(tmp_path, "tiny_inter")
+    conf = o.conf_dir
     df = validate(s, tmp_path / "out", repeats=2, only=["m2cache_dram", "dense"], interleave=o)
     assert list(df.config) == ["m2cache_dram", "dense"] and (df.repeats == 2).all()
     assert df.bytes_match.all() and df.hits_match.all()
@@ -101,12 +108,7 @@ def _pool_twice(tmp_path, s, o):
 def test_a_pass_before_every_nth_repeat_and_the_real_runs_kept_as_they_come(tmp_path):
     """--profile-every 2: of two repeats only the first has a profiling pass before it (the
     ops still before every real run); real_runs.json holds every repeat."""
-    ckpt = save_tiny_llama(tmp_path / "ckpt")
-    store, conf = tmp_path / "store", tmp_path / "conf"
-    s = Setup(model="tiny", profile="tiny_every", checkpoint=str(ckpt), store=str(store),
-              prompt_tokens=8, output_tokens=4, conf_dir=str(conf))
-    o = Options(model="tiny", name="tiny_every", checkpoint=str(ckpt), store=str(store),
-                conf_dir=conf, out_json=tmp_path / "p.json", quick=True, tokens=2)
+    s, o = _interleaved_setup(tmp_path, "tiny_every")
     df = validate(s, tmp_path / "out", repeats=2, only=["dense"], interleave=o, profile_every=2)
     assert (df.repeats == 2).all() and df.bytes_match.all() and df.hits_match.all()
     saved = json.loads((tmp_path / "p.json").read_text())["measurements"]
