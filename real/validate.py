@@ -167,12 +167,10 @@ def modelled_energy_j(sim: dict, measured_by_component: dict, device: str
     if not model:
         return sim.get("energy_j"), "all"
     keys: set[str] = set()
-    for c in measured_by_component:
-        if c not in MEASURED_AS_MODELLED:
-            keys = set()
-            break
-        keys.update(("gpu", "cpu") if c == "cpu" and device == "cpu"
-                    else MEASURED_AS_MODELLED[c])
-    if not keys or not keys <= model.keys():
-        return sum(v for k, v in model.items() if k != "facility"), "all"
+    if all(c in MEASURED_AS_MODELLED for c in measured_by_component):
+        for c in measured_by_component:
+            keys.update(("gpu", "cpu") if c == "cpu" and device == "cpu"
+                        else MEASURED_AS_MODELLED[c])
+    if not keys or not keys <= model.keys():  # as m2sim's CarbonReport.it_energy_j
+        return sim["energy_j"] - model.get("facility", 0.0), "all"
     return sum(model[k] for k in keys), "+".join(sorted(keys))
